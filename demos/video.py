@@ -1,0 +1,53 @@
+"""``ibc-gym video``: record rollout videos of an agent (the expert or a trained checkpoint)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from agents.experts import make_expert
+
+import envs  # noqa: F401  (registers the ibc/ ids)
+from agents.rollout import make_vector_env, rollout
+from demos.args import help_field
+from demos.media import video_name, write_video
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    env: str = help_field("ibc/ReachTarget-v0", "environment id")
+    agent: str = help_field("expert", "'expert' or the path of a trained checkpoint")
+    episodes: int = help_field(3, "number of episodes to record")
+    out: Path = help_field(Path("videos"), "output folder")
+    seed: int = help_field(1000, "episode i is reset with seed + i")
+    image_size: int = help_field(96, "observation image size (a checkpoint's own size wins)")
+    render_size: int = help_field(256, "video frame size in pixels")
+
+
+def record_videos(cfg: VideoConfig) -> list[Path]:
+    """Roll out ``cfg.episodes`` episodes and write one video per episode."""
+    env_kwargs = {"image_size": cfg.image_size, "render_mode": "rgb_array", "render_size": cfg.render_size}
+    if cfg.agent == "expert":
+        policy, label = make_expert(cfg.env, seed=cfg.seed), "expert"
+    else:
+        from agents.learned import load_agent
+
+        policy = load_agent(cfg.agent, env_id=cfg.env)
+        env_kwargs["image_size"] = policy.image_size
+        label = policy.kind
+    env = make_vector_env(cfg.env, 1, **env_kwargs)
+    try:
+        fps = env.metadata.get("render_fps", 10)
+        seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
+        written = []
+        for i, ep in enumerate(rollout(env, policy, seeds, keep_observations=False, record_frames=cfg.episodes)):
+            path = write_video(cfg.out / video_name(cfg.env, label, i, ep.seed), ep.frames or [], fps)
+            outcome = "success" if ep.success else "failure"
+            print(f"{path}  ({ep.length} steps, {outcome}, final distance {ep.final_distance:.3f})")
+            written.append(path)
+    finally:
+        env.close()
+    return written
+
+
+COMMANDS = [("video", "Record rollout videos of the expert or a trained agent.", VideoConfig, record_videos)]
