@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,9 +60,8 @@ class DemoWriter:
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} exists; pass overwrite=True (--overwrite) to replace it")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        # A temp file beside the target (same filesystem, so the final rename is atomic).
+        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self._f = h5py.File(self._tmp, "w")
         self._f.attrs["format"] = FORMAT
         self._f.attrs["format_version"] = FORMAT_VERSION

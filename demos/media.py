@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,8 +32,7 @@ def write_video(path: str | os.PathLike[str], frames: Sequence[np.ndarray], fps:
     if path.suffix == ".mp4" and not ffmpeg_available():
         path = path.with_suffix(".gif")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         arr = [np.asarray(f, dtype=np.uint8) for f in frames]
         if path.suffix == ".mp4":
