@@ -1,0 +1,166 @@
+"""Self-describing policy checkpoints, written atomically and loaded with ``weights_only``.
+
+A checkpoint is a ``torch.save``d dict of plain types and tensors::
+
+    format          "ibc-gym-policy"
+    format_version  1
+    kind            "implicit" | "explicit"
+    config          the policy config as plain dicts (every component's config)
+    action_bounds   {"low": [...], "high": [...], "padding": float} (also in the weights)
+    state_dict      the policy's weights and buffers
+    step            training steps done
+    metadata        free-form JSON-like dict (env id, image shape, dataset info, ...)
+    trainer         optional: optimizer / scheduler / RNG state for exact resumption
+    torch_version   the torch that wrote it
+
+``load_policy(path)`` rebuilds the policy from the file alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ebm_policy.config import config_from_dict, config_to_dict
+from ebm_policy.policies import POLICY_CLASSES, ExplicitPolicy, ImplicitPolicy, Policy
+
+FORMAT = "ibc-gym-policy"
+FORMAT_VERSION = 1
+_REQUIRED = ("kind", "config", "action_bounds", "state_dict", "step", "metadata")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used, with the reason and the path."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file does not exist."""
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to a temporary file in the same directory, fsync, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _plain_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    try:
+        return json.loads(json.dumps(dict(metadata or {})))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"checkpoint metadata must be JSON-serializable: {e}") from e
+
+
+def checkpoint_dict(
+    policy: Policy,
+    *,
+    step: int = 0,
+    metadata: Mapping[str, Any] | None = None,
+    trainer_state: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The checkpoint payload of ``policy`` (see the module docstring)."""
+    bounds = policy.bounds
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": policy.kind,
+        "config": config_to_dict(policy.config),
+        "action_bounds": {
+            "low": bounds.low.tolist(),
+            "high": bounds.high.tolist(),
+            "padding": bounds.padding,
+        },
+        "state_dict": {k: v.detach().cpu() for k, v in policy.state_dict().items()},
+        "step": int(step),
+        "metadata": _plain_metadata(metadata),
+        "trainer": dict(trainer_state) if trainer_state is not None else None,
+        "torch_version": str(torch.__version__),
+    }
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    policy: Policy,
+    *,
+    step: int = 0,
+    metadata: Mapping[str, Any] | None = None,
+    trainer_state: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``policy`` (weights, configs, bounds, step, metadata) atomically to ``path``."""
+    payload = checkpoint_dict(policy, step=step, metadata=metadata, trainer_state=trainer_state)
+    return atomic_torch_save(payload, path)
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and validate a checkpoint file: ``-> payload dict``.
+
+    Raises ``CheckpointNotFoundError`` for a missing file and ``CheckpointError`` for a truncated
+    or corrupted file, another kind of file, or an unsupported format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        raise CheckpointError(
+            f"{path}: not a readable torch checkpoint (truncated or corrupted?): {e}"
+        ) from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an ibc-gym policy checkpoint (format {FORMAT!r} missing)")
+    version = ckpt.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version}, this code reads version {FORMAT_VERSION}"
+        )
+    missing = [k for k in _REQUIRED if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {missing}")
+    if ckpt["kind"] not in POLICY_CLASSES:
+        raise CheckpointError(f"{path}: unknown policy kind {ckpt['kind']!r}")
+    return ckpt
+
+
+def policy_from_checkpoint(ckpt: Mapping[str, Any], *, source: str = "checkpoint") -> Policy:
+    """Rebuild the policy described by a validated payload (weights loaded, in eval mode)."""
+    cls = POLICY_CLASSES[ckpt["kind"]]
+    try:
+        config = config_from_dict(cls.config_class, ckpt["config"])
+        bounds = ckpt["action_bounds"]
+        policy = cls(config, bounds["low"], bounds["high"])
+        policy.load_state_dict(ckpt["state_dict"])
+    except (ValueError, TypeError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{source}: cannot rebuild the {ckpt['kind']} policy: {e}") from e
+    policy.eval()
+    assert isinstance(policy, (ImplicitPolicy, ExplicitPolicy))
+    return policy
+
+
+def load_policy(
+    path: str | os.PathLike[str],
+    *,
+    kind: str | None = None,
+    map_location: str | torch.device = "cpu",
+) -> Policy:
+    """Rebuild a policy from a checkpoint file alone. ``kind`` ("implicit"/"explicit"), when
+    given, must match the checkpoint's kind, else ``CheckpointError``."""
+    ckpt = load_checkpoint(path, map_location=map_location)
+    if kind is not None and ckpt["kind"] != kind:
+        raise CheckpointError(f"{path}: holds an {ckpt['kind']} policy, expected {kind}")
+    return policy_from_checkpoint(ckpt, source=str(path)).to(map_location)

@@ -1,0 +1,55 @@
+"""InfoNCE over uniformly drawn counter-examples (lower energy = better).
+
+For each example the candidates are the expert action plus ``N`` counter-examples drawn uniformly
+within the bounds; the positive sits at a random index ``k`` and the loss is
+``cross_entropy(-energies, k) = -log softmax(-E)[k]``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def sample_uniform(
+    shape: tuple[int, ...], low: Tensor, high: Tensor, generator: torch.Generator | None = None
+) -> Tensor:
+    """Uniform samples within ``[low, high]`` (both ``(A,)``): ``shape = (..., A) -> (..., A)``."""
+    u = torch.rand(shape, generator=generator, device=low.device, dtype=low.dtype)
+    return low + (high - low) * u
+
+
+def make_candidates(
+    positives: Tensor,
+    num_counter_examples: int,
+    low: Tensor,
+    high: Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Expert actions plus uniform counter-examples, the expert at a random index per row.
+
+    ``positives (B, A) -> candidates (B, N + 1, A), labels (B,)`` with
+    ``candidates[i, labels[i]] == positives[i]``.
+    """
+    b, a = positives.shape
+    negatives = sample_uniform((b, num_counter_examples, a), low, high, generator)
+    candidates = torch.cat((positives.unsqueeze(1), negatives), dim=1)  # positive at index 0
+    order = torch.rand(
+        (b, num_counter_examples + 1), generator=generator, device=low.device
+    ).argsort(dim=1)
+    candidates = candidates.gather(1, order.unsqueeze(-1).expand(-1, -1, a))
+    labels = (order == 0).to(torch.int64).argmax(dim=1)
+    return candidates, labels
+
+
+def info_nce_loss(energies: Tensor, labels: Tensor) -> Tensor:
+    """``energies (B, N + 1), labels (B,) -> scalar``: mean of ``-log softmax(-E)[label]``."""
+    return F.cross_entropy(-energies, labels)
+
+
+def split_energies(energies: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """``(B, N + 1), (B,) -> positive (B,), negatives (B, N)``."""
+    b, n1 = energies.shape
+    mask = F.one_hot(labels, n1).bool()
+    return energies[mask], energies[~mask].reshape(b, n1 - 1)

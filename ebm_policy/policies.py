@@ -1,0 +1,239 @@
+"""Policies with a narrow, lerobot-style surface: ``compute_loss`` and ``select_action``.
+
+Batches are ``{"image": uint8 (B, H, W, C) channels-last, "action": float32 (B, A)}`` in the
+dataset's original action units; policies convert images to float CHW in [0, 1] and actions to the
+padded [-1, 1] box themselves, and ``select_action`` answers in original units.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ebm_policy.config import DFOConfig, ExplicitPolicyConfig, ImplicitPolicyConfig
+from ebm_policy.dfo import DerivativeFreeOptimizer, DFOHistory
+from ebm_policy.losses import info_nce_loss, make_candidates, split_energies
+from ebm_policy.models import EBMConvMLP, ExplicitConvMLP
+from ebm_policy.normalize import ActionBounds, ArrayLike
+
+Batch = Mapping[str, Any]
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """Run the block with torch's global CPU RNG seeded, restoring the caller's state after."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def images_to_tensor(images: Tensor | np.ndarray, device: torch.device, channels: int) -> Tensor:
+    """``(B, H, W, C)`` uint8 (or float in [0, 1]) -> float32 ``(B, C, H, W)`` in [0, 1] on
+    ``device`` (channels-last memory, which the CPU convolutions run fastest on)."""
+    x = torch.as_tensor(images)
+    if x.ndim != 4 or x.shape[-1] != channels:
+        raise ValueError(
+            f"expected images of shape (B, H, W, {channels}) (channels last), got {tuple(x.shape)}"
+        )
+    x = x.to(device).permute(0, 3, 1, 2)
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+class _Policy(nn.Module):
+    """Shared parts: config, action bounds buffers, image/action conversion."""
+
+    kind: ClassVar[str]
+    config_class: ClassVar[type]
+
+    def __init__(self, config: Any, action_low: ArrayLike, action_high: ArrayLike) -> None:
+        super().__init__()
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}")
+        self.config = config
+        self.bounds = ActionBounds(action_low, action_high, config.bounds_padding)
+        if self.bounds.action_dim != config.model.action_dim:
+            raise ValueError(
+                f"action bounds have {self.bounds.action_dim} dims, model.action_dim is "
+                f"{config.model.action_dim}"
+            )
+
+    @property
+    def device(self) -> torch.device:
+        return self.bounds.low.device
+
+    def _images(self, images: Tensor | np.ndarray) -> Tensor:
+        return images_to_tensor(images, self.device, self.config.model.cnn.in_channels)
+
+    def _actions(self, actions: Tensor | np.ndarray) -> Tensor:
+        """Original units ``(B, A)`` -> normalized float32 on the policy's device."""
+        return self.bounds.normalize(torch.as_tensor(actions).to(self.device, torch.float32))
+
+    def _unit_box(self) -> tuple[Tensor, Tensor]:
+        ones = torch.ones(self.bounds.action_dim, device=self.device)
+        return -ones, ones
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike[str], map_location: str = "cpu") -> Any:
+        """Rebuild a policy of this class from a checkpoint (``CheckpointError`` on another kind)."""
+        from ebm_policy.checkpoint import load_policy
+
+        return load_policy(path, kind=cls.kind, map_location=map_location)
+
+
+class ImplicitPolicy(_Policy):
+    """Energy-based policy: ``argmin_a E(image, a)`` by DFO; trained with InfoNCE.
+
+    Energies are LOWER for better actions.
+    """
+
+    kind: ClassVar[str] = "implicit"
+    config_class: ClassVar[type] = ImplicitPolicyConfig
+    config: ImplicitPolicyConfig
+
+    def __init__(
+        self,
+        config: ImplicitPolicyConfig,
+        action_low: ArrayLike,
+        action_high: ArrayLike,
+        *,
+        seed: int | None = None,
+    ) -> None:
+        """``seed`` makes the weight initialization reproducible without touching global RNG."""
+        super().__init__(config, action_low, action_high)
+        with seeded(seed):
+            self.model = EBMConvMLP(config.model)
+        self.dfo = DerivativeFreeOptimizer(config.dfo)
+
+    def set_dfo_config(self, cfg: DFOConfig) -> None:
+        """Change the inference settings (samples, iterations...) of ``select_action``."""
+        self.config = dataclasses.replace(self.config, dfo=cfg)
+        self.dfo = DerivativeFreeOptimizer(cfg)
+
+    def _candidate_energies(
+        self, batch: Batch, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
+        images = self._images(batch["image"])
+        positives = self._actions(batch["action"])
+        low, high = self._unit_box()
+        candidates, labels = make_candidates(
+            positives, self.config.infonce.num_counter_examples, low, high, generator
+        )
+        return self.model(images, candidates), labels  # (B, N + 1), (B,)
+
+    def compute_loss(
+        self, batch: Batch, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, dict[str, float]]:
+        """InfoNCE over ``N`` uniform counter-examples: ``-> (loss, metrics)``.
+
+        ``generator`` draws the counter-examples and the positive's index (global RNG if None).
+        """
+        energies, labels = self._candidate_energies(batch, generator)
+        loss = info_nce_loss(energies, labels)
+        with torch.no_grad():
+            pos, neg = split_energies(energies, labels)
+            metrics = {
+                "train/loss": loss.item(),
+                "train/energy_pos": pos.mean().item(),
+                "train/energy_neg": neg.mean().item(),
+                "train/pos_is_argmin": (energies.argmin(dim=1) == labels).float().mean().item(),
+            }
+        return loss, metrics
+
+    @torch.inference_mode()
+    def energy_samples(
+        self, batch: Batch, generator: torch.Generator | None = None
+    ) -> dict[str, np.ndarray]:
+        """Energies of the expert actions ``"positive" (B,)`` and of fresh counter-examples
+        ``"negative" (B, N)``, as the loss sees them (for energy-separation plots)."""
+        energies, labels = self._candidate_energies(batch, generator)
+        pos, neg = split_energies(energies, labels)
+        return {"positive": pos.cpu().numpy(), "negative": neg.cpu().numpy()}
+
+    @torch.inference_mode()
+    def energy(self, images: Tensor | np.ndarray, actions: Tensor | np.ndarray) -> Tensor:
+        """Energies of given actions: ``images (B, H, W, C), actions (B, N, A) -> (B, N)``.
+
+        Actions are in original units (e.g. a grid for an energy landscape plot).
+        """
+        return self.model(self._images(images), self._actions(actions))
+
+    @torch.inference_mode()
+    def select_action(
+        self,
+        images: Tensor | np.ndarray,
+        generator: torch.Generator | None = None,
+        *,
+        return_history: bool = False,
+    ) -> Tensor | tuple[Tensor, DFOHistory]:
+        """``images (B, H, W, C) uint8 -> actions (B, A)`` in original units, by DFO.
+
+        ``return_history`` also returns every DFO population (samples in original units).
+        """
+        low, high = self._unit_box()
+        out = self.dfo.infer(
+            self.model, self._images(images), low, high, generator=generator, return_history=return_history
+        )
+        if isinstance(out, tuple):
+            best, hist = out
+            samples = [self.bounds.unnormalize(s) for s in hist.samples]
+            return self.bounds.unnormalize(best), DFOHistory(samples, hist.energies)
+        return self.bounds.unnormalize(out)
+
+
+class ExplicitPolicy(_Policy):
+    """Regression baseline: the same backbone predicts the action directly, trained with MSE."""
+
+    kind: ClassVar[str] = "explicit"
+    config_class: ClassVar[type] = ExplicitPolicyConfig
+    config: ExplicitPolicyConfig
+
+    def __init__(
+        self,
+        config: ExplicitPolicyConfig,
+        action_low: ArrayLike,
+        action_high: ArrayLike,
+        *,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(config, action_low, action_high)
+        with seeded(seed):
+            self.model = ExplicitConvMLP(config.model)
+
+    def compute_loss(
+        self, batch: Batch, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, dict[str, float]]:
+        """MSE in normalized units: ``-> (loss, metrics)``. ``generator`` is unused (dropout
+        draws from torch's global RNG, which the trainer seeds and checkpoints)."""
+        pred = self.model(self._images(batch["image"]))
+        loss = F.mse_loss(pred, self._actions(batch["action"]))
+        return loss, {"train/loss": loss.item()}
+
+    @torch.inference_mode()
+    def select_action(
+        self, images: Tensor | np.ndarray, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``images (B, H, W, C) uint8 -> actions (B, A)`` in original units (dropout off),
+        clamped to the padded bounds."""
+        was_training = self.training
+        self.eval()
+        try:
+            pred = self.model(self._images(images)).clamp(-1.0, 1.0)
+        finally:
+            self.train(was_training)
+        return self.bounds.unnormalize(pred)
+
+
+POLICY_CLASSES: dict[str, type[_Policy]] = {"implicit": ImplicitPolicy, "explicit": ExplicitPolicy}
+Policy = ImplicitPolicy | ExplicitPolicy

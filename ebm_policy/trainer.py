@@ -1,0 +1,292 @@
+"""Training loop for any policy with ``compute_loss(batch, generator)`` on any (image, action)
+dataset, with atomic checkpoints and exact resumption.
+
+Run directory layout::
+
+    ckpt_last.pt            latest checkpoint (weights, configs, step, optimizer/RNG state)
+    ckpt_step<N>.pt         periodic copies when ``keep_every`` is set
+    metrics.jsonl           one JSON line per log step: train/loss, train/lr, train/samples_per_s...
+    energy_snapshots.npz    implicit policies: positive vs counter-example energies of a fixed
+                            batch at several steps (steps (S,), positive (S, B), negative (S, B, N))
+    tb/                     TensorBoard scalars (when tensorboard is installed)
+
+Resuming (``resume=True``) restores the weights, optimizer, scheduler, step, the counter-example
+generator, torch's global RNG (dropout) and the data position, so K/2 steps + resume to K gives the
+same weights as K steps straight through.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from ebm_policy.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ebm_policy.config import config_from_dict, config_to_dict
+from ebm_policy.data import fixed_batch, make_loader
+from ebm_policy.metrics_log import MetricsLogger
+from ebm_policy.optim import build_optimizer, build_scheduler
+from ebm_policy.policies import Policy
+
+CKPT_LAST = "ckpt_last.pt"
+SNAPSHOTS = "energy_snapshots.npz"
+StepCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How long and how to train (the policy's own config holds the optimizer settings)."""
+
+    steps: int | None = 2000  # gradient steps; None -> use ``epochs``
+    epochs: float | None = None  # passes over the dataset, when ``steps`` is None
+    batch_size: int = 8
+    seed: int = 0
+    log_interval: int = 50
+    ckpt_interval: int = 500
+    keep_every: int | None = None  # also keep ckpt_step<N>.pt every this many steps
+    energy_snapshots: int = 5  # snapshots of positive vs counter-example energies (0 = off)
+    snapshot_batch_size: int = 32
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
+    num_workers: int = 0
+    num_threads: int | None = None  # torch.set_num_threads; None leaves torch's default
+    progress: bool = True
+    tensorboard: bool = True
+
+    def total_steps(self, dataset_len: int) -> int:
+        """Steps of the run: ``steps``, or ``ceil(epochs * len / batch_size)``."""
+        if self.steps is not None:
+            return int(self.steps)
+        if self.epochs is None:
+            raise ValueError("TrainConfig needs steps or epochs")
+        return math.ceil(self.epochs * dataset_len / self.batch_size)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def train(
+    policy: Policy,
+    dataset: Dataset,
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+    callback: StepCallback | None = None,
+) -> Policy:
+    """Train ``policy`` on ``dataset`` into ``out_dir``; returns the policy (in eval mode).
+
+    ``resume=True`` continues from ``out_dir/ckpt_last.pt`` when it exists (else starts fresh);
+    ``resume=False`` refuses a directory that already holds a checkpoint. ``metadata`` is stored
+    in every checkpoint. ``callback(step, metrics)`` runs after every step. On KeyboardInterrupt
+    the current step is checkpointed before re-raising.
+    """
+    return Trainer(policy, dataset, cfg, Path(out_dir), metadata=metadata).run(
+        resume=resume, callback=callback
+    )
+
+
+class Trainer:
+    """One training run; see ``train``."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        dataset: Dataset,
+        cfg: TrainConfig,
+        out_dir: Path,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.cfg, self.dataset, self.out_dir = cfg, dataset, out_dir
+        self.metadata = dict(metadata or {})
+        self.device = resolve_device(cfg.device)
+        self.policy = policy.to(self.device)
+        self.n = len(dataset)  # type: ignore[arg-type]
+        if self.n == 0:
+            raise ValueError("cannot train on an empty dataset")
+        self.total = cfg.total_steps(self.n)
+        self.optimizer = build_optimizer(policy.parameters(), policy.config.optim)
+        self.scheduler = build_scheduler(self.optimizer, policy.config.optim, self.total)
+        self.generator = torch.Generator(self.device).manual_seed(cfg.seed + 1)
+        self.step = 0
+        self.snapshots: dict[str, list[np.ndarray]] = {"steps": [], "positive": [], "negative": []}
+
+    # ----------------------------------------------------------------- state
+    def trainer_state(self) -> dict[str, Any]:
+        """Everything beyond the weights needed to continue exactly."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "train_config": config_to_dict(self.cfg),
+        }
+
+    def save(self) -> Path:
+        """Atomically write ``ckpt_last.pt`` (and a kept copy when due)."""
+        path = save_checkpoint(
+            self.out_dir / CKPT_LAST,
+            self.policy,
+            step=self.step,
+            metadata=self.metadata,
+            trainer_state=self.trainer_state(),
+        )
+        if self.cfg.keep_every and self.step % self.cfg.keep_every == 0:
+            save_checkpoint(
+                self.out_dir / f"ckpt_step{self.step}.pt",
+                self.policy,
+                step=self.step,
+                metadata=self.metadata,
+            )
+        return path
+
+    def restore(self, path: Path) -> None:
+        """Load weights and trainer state from ``path`` (raises ``CheckpointError`` on mismatch)."""
+        ckpt = load_checkpoint(path, map_location=self.device)
+        state = ckpt.get("trainer")
+        if ckpt["kind"] != self.policy.kind:
+            raise CheckpointError(f"{path}: holds an {ckpt['kind']} policy, resuming an {self.policy.kind} one")
+        if _training_part(ckpt["config"]) != _training_part(config_to_dict(self.policy.config)):
+            raise CheckpointError(f"{path}: was trained with another policy config; cannot resume")
+        if state is None:
+            raise CheckpointError(f"{path}: has no trainer state to resume from")
+        old = config_from_dict(TrainConfig, state["train_config"])
+        if (old.batch_size, old.seed) != (self.cfg.batch_size, self.cfg.seed):
+            raise ValueError(
+                f"resuming needs the same batch_size and seed as the interrupted run "
+                f"({old.batch_size}, {old.seed})"
+            )
+        self.policy.load_state_dict(ckpt["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
+        self.step = int(ckpt["step"])
+        self._load_snapshots()
+
+    # ------------------------------------------------------------- snapshots
+    def _snapshot_steps(self) -> set[int]:
+        k = self.cfg.energy_snapshots
+        if k <= 0 or not hasattr(self.policy, "energy_samples"):
+            return set()
+        return {int(s) for s in np.linspace(0, self.total, k).round()}
+
+    def _take_snapshot(self) -> None:
+        batch = fixed_batch(self.dataset, self.cfg.snapshot_batch_size, self.cfg.seed)
+        gen = torch.Generator(self.device).manual_seed(self.cfg.seed + 2)  # same counter-examples
+        was_training = self.policy.training
+        self.policy.eval()
+        samples = self.policy.energy_samples(batch, generator=gen)  # type: ignore[union-attr]
+        self.policy.train(was_training)
+        self.snapshots["steps"].append(np.asarray(self.step))
+        self.snapshots["positive"].append(samples["positive"])
+        self.snapshots["negative"].append(samples["negative"])
+        arrays = {k: np.stack(v) for k, v in self.snapshots.items()}
+        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=self.out_dir)
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, self.out_dir / SNAPSHOTS)
+
+    def _load_snapshots(self) -> None:
+        path = self.out_dir / SNAPSHOTS
+        if not path.exists():
+            return
+        with np.load(path) as z:
+            keep = z["steps"] <= self.step
+            self.snapshots = {k: list(z[k][keep]) for k in ("steps", "positive", "negative")}
+
+    # ------------------------------------------------------------------ loop
+    def run(self, *, resume: bool = False, callback: StepCallback | None = None) -> Policy:
+        """Train to ``total`` steps (see ``train``)."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        last = self.out_dir / CKPT_LAST
+        if last.exists() and not resume:
+            raise FileExistsError(f"{last} exists; resume it or choose another output directory")
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # dropout's global RNG, restored afterwards
+            torch.manual_seed(self.cfg.seed)
+            if resume and last.exists():
+                self.restore(last)
+            self._loop(callback)
+        return self.policy.eval()
+
+    def _loop(self, callback: StepCallback | None) -> None:
+        cfg = self.cfg
+        snap_steps = self._snapshot_steps()
+        logger = MetricsLogger(self.out_dir, start_step=self.step, tensorboard=cfg.tensorboard)
+        loader = make_loader(self.dataset, cfg.batch_size, cfg.seed, self.step * cfg.batch_size, cfg.num_workers)
+        bar = tqdm(total=self.total, initial=self.step, disable=not cfg.progress, desc="train", dynamic_ncols=True)
+        sums: dict[str, float] = {}
+        count, t0 = 0, time.perf_counter()
+        saved_at = self.step
+        batches = None
+        try:
+            if self.step in snap_steps and self.step not in self.snapshots["steps"]:
+                self._take_snapshot()
+            batches = iter(loader)
+            while self.step < self.total:
+                metrics = self._train_step(next(batches))
+                self.step += 1
+                count += 1
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                bar.update(1)
+                if self.step % cfg.log_interval == 0 or self.step == self.total:
+                    dt = time.perf_counter() - t0
+                    scalars = {k: v / count for k, v in sums.items()}
+                    scalars["train/lr"] = self.scheduler.get_last_lr()[0]
+                    scalars["train/samples_per_s"] = count * cfg.batch_size / max(dt, 1e-9)
+                    scalars["train/epoch"] = self.step * cfg.batch_size / self.n
+                    logger.log(self.step, scalars)
+                    bar.set_postfix(loss=f"{scalars['train/loss']:.4f}")
+                    sums, count, t0 = {}, 0, time.perf_counter()
+                if self.step in snap_steps:
+                    self._take_snapshot()
+                if self.step % cfg.ckpt_interval == 0 or self.step == self.total:
+                    self.save()
+                    saved_at = self.step
+                if callback is not None:
+                    callback(self.step, metrics)
+        except KeyboardInterrupt:
+            if self.step != saved_at:
+                self.save()
+            raise
+        finally:
+            bar.close()
+            logger.close()
+            batches = None  # shuts data-loader workers down
+
+    def _train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        self.policy.train()
+        loss, metrics = self.policy.compute_loss(batch, generator=self.generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.policy.config.optim.grad_clip_norm
+        if clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), clip)
+            metrics["train/grad_norm"] = float(norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        return metrics
+
+
+def _training_part(config: dict[str, Any]) -> dict[str, Any]:
+    """A policy config without its inference-only settings (the DFO may change between runs)."""
+    return {k: v for k, v in config.items() if k != "dfo"}
