@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "demos.video",
     "demos.train",
     "demos.evaluate",
+    "demos.rl",
     "demos.demo",
     "demos.coord_regression",
     "demos.bench",

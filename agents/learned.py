@@ -1,0 +1,120 @@
+"""Trained behavioral-cloning agents in the loop: ``IBCAgent`` (implicit) and ``ExplicitBCAgent``.
+
+Both wrap an ``ebm_policy`` policy and the metadata its checkpoint carries (the env it was trained
+on, the image size, the demo seeds) behind the rollout ``Policy`` interface, plus
+stable-baselines3's ``predict`` so ``evaluate_policy`` runs them unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ebm_policy import CheckpointError, ExplicitPolicy, ImplicitPolicy, load_checkpoint
+from ebm_policy.checkpoint import policy_from_checkpoint
+
+
+class BCAgent:
+    """A trained BC policy acting on env observations. Use ``IBCAgent`` / ``ExplicitBCAgent``."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, policy: ImplicitPolicy | ExplicitPolicy, metadata: Mapping[str, Any], *, seed: int = 0) -> None:
+        if policy.kind != self.kind:
+            raise TypeError(f"{type(self).__name__} needs an {self.kind} policy, got {policy.kind}")
+        for key in ("env_id", "env_kwargs", "image_shape"):
+            if key not in metadata:
+                raise ValueError(f"checkpoint metadata lacks {key!r}: was it trained with `ibc-gym train`?")
+        self.policy = policy.eval()
+        self.metadata = dict(metadata)
+        self.env_id: str = metadata["env_id"]
+        self.image_shape = tuple(int(v) for v in metadata["image_shape"])
+        self.env_kwargs: dict[str, Any] = {"obs_type": "pixels", "image_size": self.image_shape[0]}
+        self.train_seeds: list[int] = [int(s) for s in metadata.get("train_seeds", [])]
+        self._seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def image_size(self) -> int:
+        return self.image_shape[0]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, env_id: str | None = None, seed: int = 0) -> BCAgent:
+        """Rebuild the agent from a checkpoint alone; ``env_id`` must match the one trained on."""
+        ckpt = load_checkpoint(path)
+        if cls.kind and ckpt["kind"] != cls.kind:
+            raise CheckpointError(f"{path}: holds an {ckpt['kind']} policy, {cls.__name__} needs {cls.kind}")
+        agent_cls = cls if cls.kind else AGENT_CLASSES[ckpt["kind"]]
+        meta = ckpt.get("metadata") or {}
+        if env_id is not None and meta.get("env_id") != env_id:
+            raise ValueError(f"{path} was trained on {meta.get('env_id')!r}, not on {env_id!r}")
+        return agent_cls(policy_from_checkpoint(ckpt, source=str(path)), meta, seed=seed)
+
+    def reset(self, env_ids: Sequence[int] | None = None) -> None:
+        """The policy is memoryless; only the DFO generator restarts when all envs reset."""
+        if env_ids is None:
+            self.generator.manual_seed(self._seed)
+
+    def _images(self, obs: Any) -> np.ndarray:
+        images = obs["pixels"] if isinstance(obs, Mapping) else obs
+        images = np.asarray(images)
+        if images.shape[-3:] != self.image_shape:
+            raise ValueError(
+                f"observation images of shape {images.shape[-3:]}, but this policy was trained on "
+                f"{self.image_shape} images of {self.env_id}"
+            )
+        if images.dtype != np.uint8:
+            raise ValueError(f"observation images must be uint8, got {images.dtype}")
+        return images
+
+    def select_action(self, obs: Any, info: Mapping[str, Any] | None = None) -> np.ndarray:
+        """``(n, H, W, 3)`` uint8 -> ``(n, 2)`` actions; one ``(H, W, 3)`` image -> ``(2,)``."""
+        images = self._images(obs)
+        single = images.ndim == 3
+        batch = images[None] if single else images
+        actions = self.policy.select_action(batch, generator=self.generator)
+        out = actions.cpu().numpy().astype(np.float32)
+        return out[0] if single else out
+
+    def predict(
+        self,
+        observation: Any,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, None]:
+        """stable-baselines3's policy interface (``evaluate_policy`` calls it)."""
+        return self.select_action(observation), None
+
+
+class IBCAgent(BCAgent):
+    """Implicit BC: ``argmin_a E(image, a)`` by the derivative-free optimizer."""
+
+    kind: ClassVar[str] = "implicit"
+
+
+class ExplicitBCAgent(BCAgent):
+    """Explicit BC: the same backbone regressing the action under MSE."""
+
+    kind: ClassVar[str] = "explicit"
+
+
+AGENT_CLASSES: dict[str, type[BCAgent]] = {"implicit": IBCAgent, "explicit": ExplicitBCAgent}
+
+
+def load_agent(path: str | os.PathLike[str], *, env_id: str | None = None, seed: int = 0) -> Any:
+    """An agent from a BC checkpoint (``.pt``) or a PPO run (``model.zip``)."""
+    path = Path(path)
+    if path.suffix == ".zip":
+        from agents.rl import PPOAgent
+
+        agent = PPOAgent.load(path)
+        if env_id is not None and agent.env_id != env_id:
+            raise ValueError(f"{path} was trained on {agent.env_id!r}, not on {env_id!r}")
+        return agent
+    return BCAgent.load(path, env_id=env_id, seed=seed)

@@ -1,0 +1,113 @@
+"""``ibc-gym demo``: the main job on a small default, end to end.
+
+For each env: collect expert demos, train the implicit and the explicit policy on them, evaluate
+both on fresh seeds (videos + metrics), then print one table. Everything lands under ``--out``;
+finished stages are reused on a re-run (delete the folder, or pass ``--fresh``, to start over).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from demos.args import help_field
+from demos.collect import CollectConfig, collect
+from demos.evaluate import EvalConfig, evaluate, write_json_atomic
+from demos.train import TrainJobConfig, run_train
+from demos.video import VideoConfig, record_videos
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    out: Path = help_field(Path("out"), "output folder")
+    envs: tuple[str, ...] = help_field(("ibc/ReachTarget-v0", "ibc/ReachAnyTarget-v0"), "env ids")
+    policies: tuple[str, ...] = help_field(("implicit", "explicit"), "policies to train")
+    episodes: int = help_field(100, "expert demo episodes per env")
+    image_size: int = help_field(64, "observation image size")
+    steps: int = help_field(1500, "training steps per policy")
+    batch_size: int = help_field(32, "training batch size")
+    eval_episodes: int = help_field(50, "evaluation episodes per policy")
+    num_envs: int = help_field(2, "parallel sub-envs during evaluation")
+    videos: int = help_field(2, "videos per evaluation")
+    seed: int = help_field(0, "seed of the demos and the training runs")
+    fresh: bool = help_field(False, "delete --out first instead of reusing finished stages")
+    progress: bool = help_field(True, "show progress bars")
+
+
+def _slug(env_id: str) -> str:
+    return env_id.split("/")[-1]
+
+
+def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
+    """Run the whole loop; returns the table rows (also in ``<out>/summary.json``)."""
+    if cfg.fresh and cfg.out.exists():
+        shutil.rmtree(cfg.out)
+    rows: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    for env_id in cfg.envs:
+        data = cfg.out / "data" / f"{_slug(env_id)}.h5"
+        if not data.exists():
+            collect(CollectConfig(
+                env=env_id, episodes=cfg.episodes, out=data, seed=cfg.seed,
+                image_size=cfg.image_size, progress=cfg.progress,
+            ))
+        record_videos(VideoConfig(
+            env=env_id, agent="expert", episodes=1, seed=100_000,
+            out=cfg.out / "videos" / "expert", image_size=cfg.image_size,
+        ))
+        for policy in cfg.policies:
+            run_dir = cfg.out / "runs" / _slug(env_id) / policy
+            t0 = time.perf_counter()
+            ckpt = run_train(TrainJobConfig(
+                data=data, policy=policy, out=run_dir, env=env_id, steps=cfg.steps,  # type: ignore[arg-type]
+                batch_size=cfg.batch_size, seed=cfg.seed, resume=True, progress=cfg.progress,
+            ))
+            train_s = time.perf_counter() - t0
+            metrics_path = run_dir / "eval" / "metrics.json"
+            if metrics_path.exists():
+                metrics = json.loads(metrics_path.read_text())
+            else:
+                metrics = evaluate(EvalConfig(
+                    ckpt=ckpt, episodes=cfg.eval_episodes, num_envs=cfg.num_envs,
+                    videos=cfg.videos, progress=cfg.progress,
+                ))
+            lo, hi = metrics["eval/success_ci95"]
+            rows.append({
+                "env": env_id,
+                "policy": policy,
+                "success_rate": metrics["eval/success_rate"],
+                "ci95": [lo, hi],
+                "episodes": metrics["eval/episodes"],
+                "ms_per_step": metrics["eval/policy_ms_per_step"],
+                "train_seconds": round(train_s, 1),
+                "run": str(run_dir),
+            })
+    write_json_atomic(cfg.out / "summary.json", {"rows": rows, "config": {k: str(v) for k, v in vars(cfg).items()}})
+    table = format_table(rows)
+    (cfg.out / "summary.md").write_text(table + "\n")
+    print()
+    print(table)
+    print(f"\nall done in {time.perf_counter() - t_start:.0f} s; runs, videos and metrics under {cfg.out}/")
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The env x policy table in markdown."""
+    lines = [
+        "| env | policy | success | 95% CI | episodes | policy ms/step |",
+        "|---|---|---:|---|---:|---:|",
+    ]
+    for r in rows:
+        lo, hi = r["ci95"]
+        lines.append(
+            f"| {r['env']} | {r['policy']} | {r['success_rate']:.0%} | {lo:.0%}-{hi:.0%} | "
+            f"{r['episodes']} | {r['ms_per_step']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+COMMANDS = [("demo", "The main job: collect, train, evaluate, record videos; print the table.", DemoConfig, run_demo)]

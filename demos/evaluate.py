@@ -1,0 +1,130 @@
+"""``ibc-gym eval``: run a trained agent in simulation on fresh seeds, write metrics and videos."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from agents.learned import load_agent
+from tqdm.auto import tqdm
+
+import envs  # noqa: F401  (registers the ibc/ ids)
+from agents.rollout import Episode, RolloutStats, make_vector_env, rollout
+from demos.args import help_field
+from demos.media import video_name, write_video
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    ckpt: Path = help_field(Path("runs/implicit/ckpt_last.pt"), "checkpoint (.pt) or PPO model (.zip)")
+    episodes: int = help_field(100, "number of evaluation episodes")
+    seed: int = help_field(100_000, "episode i is reset with seed + i (must not overlap the demo seeds)")
+    num_envs: int = help_field(4, "sub-envs run in parallel")
+    asynchronous: bool = help_field(True, "step sub-envs in worker processes (AsyncVectorEnv)")
+    videos: int = help_field(3, "record the first k episodes as mp4")
+    render_size: int = help_field(256, "video frame size in pixels")
+    env: str | None = help_field(None, "env id (default: the one the checkpoint was trained on)")
+    out: Path | None = help_field(None, "output folder (default: <ckpt folder>/eval)")
+    progress: bool = help_field(True, "show a progress bar")
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate (sensible at 0% and 100%)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)  # exact at the ends (no rounding)
+    return (low, high)
+
+
+def summarize(episodes: list[Episode], stats: RolloutStats, num_envs: int) -> dict[str, Any]:
+    """Scalar metrics of an evaluation, named as logged (``eval/...``)."""
+    n = len(episodes)
+    successes = sum(ep.success for ep in episodes)
+    low, high = wilson_interval(successes, n)
+    return {
+        "eval/success_rate": successes / max(n, 1),
+        "eval/success_ci95": [low, high],
+        "eval/episodes": n,
+        "eval/mean_episode_length": float(np.mean([ep.length for ep in episodes])),
+        "eval/mean_final_distance": float(np.mean([ep.final_distance for ep in episodes])),
+        "eval/policy_ms_per_call": stats.ms_per_policy_call,
+        "eval/policy_ms_per_step": stats.ms_per_policy_call / num_envs,
+        "eval/env_steps_per_s": stats.steps_per_second,
+    }
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` through a temp file, so no half-written file is left."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def evaluate(cfg: EvalConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt``; returns the metrics also written to ``<out>/metrics.json``."""
+    agent = load_agent(cfg.ckpt, env_id=cfg.env)
+    env_id = cfg.env or agent.env_id
+    out = cfg.out or Path(cfg.ckpt).parent / "eval"
+    seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
+    overlap = set(seeds) & set(agent.train_seeds)
+    if overlap:
+        raise ValueError(
+            f"evaluation seeds overlap {len(overlap)} training-demo seeds (e.g. {min(overlap)}); "
+            f"pick another --seed"
+        )
+    num_envs = max(1, min(cfg.num_envs, cfg.episodes))
+    env_kwargs = dict(agent.env_kwargs, render_mode="rgb_array", render_size=cfg.render_size)
+    env = make_vector_env(env_id, num_envs, asynchronous=cfg.asynchronous and num_envs > 1, **env_kwargs)
+    stats = RolloutStats()
+    bar = tqdm(total=cfg.episodes, desc=f"eval {agent.kind} on {env_id}", unit="ep", disable=not cfg.progress)
+    try:
+        episodes = rollout(
+            env, agent, seeds, keep_observations=False, record_frames=cfg.videos,
+            on_episode=lambda i, ep: bar.update(1), stats=stats,
+        )
+        fps = float(env.metadata.get("render_fps", 10))
+    finally:
+        bar.close()
+        env.close()
+    videos = []
+    for i, ep in enumerate(episodes):
+        if ep.frames:
+            outcome = "success" if ep.success else "failure"
+            name = video_name(env_id, f"{agent.kind}_{outcome}", i, ep.seed)
+            videos.append(str(write_video(out / "videos" / name, ep.frames, fps)))
+    metrics = summarize(episodes, stats, num_envs)
+    metrics.update({
+        "env_id": env_id,
+        "policy": agent.kind,
+        "checkpoint": str(cfg.ckpt),
+        "num_envs": num_envs,
+        "seeds": seeds,
+        "episode_success": [bool(ep.success) for ep in episodes],
+        "episode_lengths": [ep.length for ep in episodes],
+        "videos": videos,
+    })
+    write_json_atomic(out / "metrics.json", metrics)
+    lo, hi = metrics["eval/success_ci95"]
+    print(
+        f"{env_id} {agent.kind}: success {metrics['eval/success_rate']:.1%} "
+        f"(95% CI {lo:.1%}-{hi:.1%}) over {len(episodes)} episodes, "
+        f"{metrics['eval/policy_ms_per_step']:.1f} ms policy/step -> {out / 'metrics.json'}"
+    )
+    return metrics
+
+
+COMMANDS = [("eval", "Evaluate a trained agent on fresh seeds; metrics.json and videos.", EvalConfig, evaluate)]

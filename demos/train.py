@@ -1,0 +1,112 @@
+"""``ibc-gym train``: train an implicit (EBM + InfoNCE) or explicit (MSE) policy on a demo dataset.
+
+The run folder gets ``ckpt_last.pt`` (self-describing: weights, configs, action bounds, the env
+and demo seeds it was trained on), ``metrics.jsonl`` and ``energy_snapshots.npz``.
+``--resume`` continues an interrupted run exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from agents.dataset import DemoDataset
+from demos.args import help_field
+from ebm_policy import (
+    CNNConfig,
+    DFOConfig,
+    EBMConfig,
+    ExplicitConfig,
+    ExplicitPolicy,
+    ExplicitPolicyConfig,
+    ImplicitPolicy,
+    ImplicitPolicyConfig,
+    InfoNCEConfig,
+    OptimConfig,
+    TrainConfig,
+    action_bounds_from_dataset,
+    train,
+)
+
+
+@dataclass(frozen=True)
+class TrainJobConfig:
+    data: Path = help_field(Path("data/demos.h5"), "demo dataset (HDF5) from `ibc-gym collect`")
+    policy: Literal["implicit", "explicit"] = help_field("implicit", "policy class")
+    out: Path = help_field(Path("runs/implicit"), "run folder (checkpoints, logs)")
+    env: str | None = help_field(None, "expected env id of the dataset (checked when given)")
+    steps: int = help_field(3000, "gradient steps")
+    batch_size: int = help_field(64, "examples per step")
+    lr: float = help_field(1e-3, "Adam learning rate")
+    lr_schedule: Literal["step", "cosine", "constant"] = help_field("cosine", "learning-rate schedule")
+    counter_examples: int = help_field(128, "InfoNCE counter-examples per example (implicit)")
+    dfo_samples: int = help_field(2048, "DFO samples at inference (implicit)")
+    dfo_iterations: int = help_field(3, "DFO iterations at inference (implicit)")
+    channels: tuple[int, ...] = help_field((16, 32, 32), "CNN channels per stage")
+    strides: tuple[int, ...] = help_field((2, 1, 1), "CNN stride per stage (2 halves the resolution)")
+    hidden: tuple[int, ...] = help_field((256, 256), "MLP hidden layer widths")
+    keypoints: int = help_field(16, "soft-argmax keypoints (channels of the 1x1 conv)")
+    seed: int = help_field(0, "seed of the weights, data order and counter-examples")
+    resume: bool = help_field(False, "continue the interrupted run in --out")
+    in_memory: bool = help_field(True, "read the whole dataset into memory (off: lazy reads)")
+    num_workers: int = help_field(0, "DataLoader worker processes")
+    ckpt_interval: int = help_field(500, "steps between checkpoints")
+    progress: bool = help_field(True, "show a progress bar")
+
+
+def build_policy(cfg: TrainJobConfig, low: Any, high: Any, action_dim: int) -> ImplicitPolicy | ExplicitPolicy:
+    """The policy ``cfg`` describes, with action bounds ``low``/``high``."""
+    cnn = CNNConfig(
+        channels=tuple(cfg.channels),
+        strides=tuple(cfg.strides),
+        pools=(1,) * len(cfg.channels),
+        out_channels=cfg.keypoints,
+    )
+    optim = OptimConfig(lr=cfg.lr, scheduler=cfg.lr_schedule)
+    if cfg.policy == "implicit":
+        config = ImplicitPolicyConfig(
+            model=EBMConfig(action_dim=action_dim, cnn=cnn, hidden_dims=tuple(cfg.hidden)),
+            infonce=InfoNCEConfig(num_counter_examples=cfg.counter_examples),
+            dfo=DFOConfig(num_samples=cfg.dfo_samples, iterations=cfg.dfo_iterations),
+            optim=optim,
+        )
+        return ImplicitPolicy(config, low, high, seed=cfg.seed)
+    config_e = ExplicitPolicyConfig(
+        model=ExplicitConfig(action_dim=action_dim, cnn=cnn, hidden_dims=tuple(cfg.hidden), dropout=0.0),
+        optim=OptimConfig(lr=cfg.lr, scheduler=cfg.lr_schedule, weight_decay=1e-4),
+    )
+    return ExplicitPolicy(config_e, low, high, seed=cfg.seed)
+
+
+def run_train(cfg: TrainJobConfig) -> Path:
+    """Train and return the path of the last checkpoint."""
+    dataset = DemoDataset(cfg.data, env_id=cfg.env, in_memory=cfg.in_memory)
+    low, high = action_bounds_from_dataset(dataset)
+    policy = build_policy(cfg, low, high, dataset.action_dim)
+    metadata = {
+        "env_id": dataset.env_id,
+        "env_kwargs": dataset.env_kwargs,
+        "image_shape": list(dataset.image_shape),
+        "dataset": str(cfg.data),
+        "num_episodes": dataset.num_episodes,
+        "num_samples": len(dataset),
+        "train_seeds": [int(s) for s in dataset.episode_seeds],
+    }
+    train_cfg = TrainConfig(
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        ckpt_interval=cfg.ckpt_interval,
+        num_workers=cfg.num_workers,
+        progress=cfg.progress,
+    )
+    print(
+        f"training {cfg.policy} on {dataset.num_episodes} episodes / {len(dataset)} samples of "
+        f"{dataset.env_id} ({'x'.join(map(str, dataset.image_shape))} images) -> {cfg.out}"
+    )
+    train(policy, dataset, train_cfg, cfg.out, resume=cfg.resume, metadata=metadata)
+    return cfg.out / "ckpt_last.pt"
+
+
+COMMANDS = [("train", "Train an implicit or explicit BC policy on a demo dataset.", TrainJobConfig, run_train)]
