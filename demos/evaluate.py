@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from agents.learned import load_agent
+import torch
 from tqdm.auto import tqdm
 
 import envs  # noqa: F401  (registers the ibc/ ids)
+from agents.learned import load_agent
 from agents.rollout import Episode, RolloutStats, make_vector_env, rollout
 from demos.args import help_field
 from demos.media import video_name, write_video
@@ -30,6 +31,7 @@ class EvalConfig:
     render_size: int = help_field(256, "video frame size in pixels")
     env: str | None = help_field(None, "env id (default: the one the checkpoint was trained on)")
     out: Path | None = help_field(None, "output folder (default: <ckpt folder>/eval)")
+    threads: int = help_field(1, "torch threads for the policy (small models run fastest on 1)")
     progress: bool = help_field(True, "show a progress bar")
 
 
@@ -76,6 +78,7 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt``; returns the metrics also written to ``<out>/metrics.json``."""
+    torch.set_num_threads(cfg.threads)
     agent = load_agent(cfg.ckpt, env_id=cfg.env)
     env_id = cfg.env or agent.env_id
     out = cfg.out or Path(cfg.ckpt).parent / "eval"

@@ -36,21 +36,22 @@ class TrainJobConfig:
     policy: Literal["implicit", "explicit"] = help_field("implicit", "policy class")
     out: Path = help_field(Path("runs/implicit"), "run folder (checkpoints, logs)")
     env: str | None = help_field(None, "expected env id of the dataset (checked when given)")
-    steps: int = help_field(3000, "gradient steps")
-    batch_size: int = help_field(64, "examples per step")
+    steps: int = help_field(2000, "gradient steps")
+    batch_size: int = help_field(32, "examples per step")
     lr: float = help_field(1e-3, "Adam learning rate")
     lr_schedule: Literal["step", "cosine", "constant"] = help_field("cosine", "learning-rate schedule")
     counter_examples: int = help_field(128, "InfoNCE counter-examples per example (implicit)")
     dfo_samples: int = help_field(2048, "DFO samples at inference (implicit)")
     dfo_iterations: int = help_field(3, "DFO iterations at inference (implicit)")
     channels: tuple[int, ...] = help_field((16, 32, 32), "CNN channels per stage")
-    strides: tuple[int, ...] = help_field((2, 1, 1), "CNN stride per stage (2 halves the resolution)")
-    hidden: tuple[int, ...] = help_field((256, 256), "MLP hidden layer widths")
+    strides: tuple[int, ...] = help_field((2, 2, 1), "CNN stride per stage (2 halves the resolution)")
+    hidden: tuple[int, ...] = help_field((256,), "MLP hidden layer widths")
     keypoints: int = help_field(16, "soft-argmax keypoints (channels of the 1x1 conv)")
     seed: int = help_field(0, "seed of the weights, data order and counter-examples")
     resume: bool = help_field(False, "continue the interrupted run in --out")
     in_memory: bool = help_field(True, "read the whole dataset into memory (off: lazy reads)")
     num_workers: int = help_field(0, "DataLoader worker processes")
+    threads: int | None = help_field(1, "torch threads (small convs run fastest on 1; None: one per core)")
     ckpt_interval: int = help_field(500, "steps between checkpoints")
     progress: bool = help_field(True, "show a progress bar")
 
@@ -99,6 +100,7 @@ def run_train(cfg: TrainJobConfig) -> Path:
         seed=cfg.seed,
         ckpt_interval=cfg.ckpt_interval,
         num_workers=cfg.num_workers,
+        num_threads=cfg.threads,
         progress=cfg.progress,
     )
     print(
