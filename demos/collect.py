@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from agents.experts import make_expert
 from tqdm.auto import tqdm
 
 import envs  # noqa: F401  (registers the ibc/ ids)
 from agents.dataset import DemoWriter
+from agents.experts import make_expert
 from agents.rollout import Episode, make_vector_env, rollout
 from demos.args import help_field
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.experts import make_expert
-
 import envs  # noqa: F401  (registers the ibc/ ids)
+from agents.experts import make_expert
 from agents.rollout import make_vector_env, rollout
 from demos.args import help_field
 from demos.media import video_name, write_video
