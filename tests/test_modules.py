@@ -104,6 +104,24 @@ def test_cnn_downsampling(strides: tuple[int, ...], pools: tuple[int, ...], size
     assert (out >= 0).all()
 
 
+@pytest.mark.parametrize("coord_conv", [False, True])
+def test_cnn_coord_conv_option(coord_conv: bool) -> None:
+    cnn = CNN(dataclasses.replace(TINY_CNN, coord_conv=coord_conv))
+    assert cnn.stages[0].in_channels == 3 + 2 * coord_conv
+    assert cnn(torch.rand(1, 3, 8, 8)).shape == (1, 4, 8, 8)
+
+
+def test_cnn_without_coord_conv_is_translation_equivariant() -> None:
+    """Shifting the image shifts the feature maps (away from the zero-padded border)."""
+    torch.manual_seed(0)
+    cnn = CNN(TINY_CNN)
+    x = torch.zeros(1, 3, 24, 24)
+    x[..., 8:11, 8:11] = 1.0
+    shifted = torch.roll(x, shifts=(3, 5), dims=(2, 3))
+    a, b = cnn(x), cnn(shifted)
+    assert torch.allclose(torch.roll(a, shifts=(3, 5), dims=(2, 3))[..., 6:18, 8:20], b[..., 6:18, 8:20], atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "kwargs", [{"channels": ()}, {"strides": (1,)}, {"pools": (1, 1, 1)}, {"strides": (0, 1)}]
 )
