@@ -17,11 +17,15 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 T = TypeVar("T")
 
 
-def help_field(default: Any, help: str, **kwargs: Any) -> Any:
-    """A dataclass field with a help string for the command line."""
+def help_field(default: Any, help: str, *, positional: bool = False, **kwargs: Any) -> Any:
+    """A dataclass field with a help string for the command line.
+
+    ``positional=True`` makes it an optional positional argument (``ibc-gym report RUN_DIR``)
+    that the ``--name`` option can also set.
+    """
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples for sequence defaults")
-    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+    return dataclasses.field(default=default, metadata={"help": help, "positional": positional}, **kwargs)
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -70,6 +74,11 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if optional and tp is not bool:
             kwargs["type"] = _optional(kwargs["type"])
         parser.add_argument(name, **kwargs)
+        if f.metadata.get("positional"):
+            pos_kwargs = {k: v for k, v in kwargs.items() if k not in ("dest", "required", "default")}
+            parser.add_argument(
+                f"_{f.name}_positional", metavar=f.name.upper(), nargs="?", default=None, **pos_kwargs
+            )
 
 
 def _optional(conv: typing.Callable[[str], Any]) -> typing.Callable[[str], Any]:
@@ -87,5 +96,8 @@ def dataclass_from_namespace(cls: type[T], ns: argparse.Namespace) -> T:
         if not f.init or not hasattr(ns, f.name):
             continue
         v = getattr(ns, f.name)
+        positional = getattr(ns, f"_{f.name}_positional", None)
+        if positional is not None:
+            v = positional
         values[f.name] = tuple(v) if isinstance(v, list) else v
     return cls(**values)

@@ -1,7 +1,7 @@
 """``ibc-gym demo``: the main job on a small default, end to end.
 
 For each env: collect expert demos, train the implicit and the explicit policy on them, evaluate
-both on fresh seeds (videos + metrics), then print one table. Everything lands under ``--out``;
+both on fresh seeds (videos + metrics), write a ``report.html`` per run, then print one table. Everything lands under ``--out``;
 finished stages are reused on a re-run (delete the folder, or pass ``--fresh``, to start over).
 """
 
@@ -20,6 +20,7 @@ from typing import Any
 from demos.args import help_field
 from demos.collect import CollectConfig, collect
 from demos.evaluate import EvalConfig, evaluate, write_json_atomic
+from demos.report import ReportConfig, write_report
 from demos.train import TrainJobConfig, run_train
 from demos.video import VideoConfig, record_videos
 
@@ -84,6 +85,7 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
                     ckpt=ckpt, episodes=cfg.eval_episodes, num_envs=cfg.num_envs,
                     videos=cfg.videos, progress=cfg.progress,
                 ))
+            report = write_report(ReportConfig(run_dir=run_dir))
             lo, hi = metrics["eval/success_ci95"]
             rows.append({
                 "env": env_id,
@@ -94,6 +96,7 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
                 "ms_per_step": metrics["eval/policy_ms_per_step"],
                 "train_seconds": round(train_s, 1),  # wall time of this env's training stage
                 "run": str(run_dir),
+                "report": str(report),
             })
     write_json_atomic(cfg.out / "summary.json", {"rows": rows, "config": {k: str(v) for k, v in vars(cfg).items()}})
     table = format_table(rows)

@@ -24,6 +24,7 @@ from ebm_policy import (
     ImplicitPolicyConfig,
     InfoNCEConfig,
     OptimConfig,
+    SoftArgmaxConfig,
     TrainConfig,
     action_bounds_from_dataset,
     train,
@@ -47,6 +48,8 @@ class TrainJobConfig:
     strides: tuple[int, ...] = help_field((2, 2, 1), "CNN stride per stage (2 halves the resolution)")
     hidden: tuple[int, ...] = help_field((256,), "MLP hidden layer widths")
     keypoints: int = help_field(16, "soft-argmax keypoints (channels of the 1x1 conv)")
+    coord_conv: bool = help_field(True, "append x/y coordinate channels to the image (CoordConv)")
+    temperature: float = help_field(1.0, "soft-argmax temperature (lower: sharper keypoints)")
     seed: int = help_field(0, "seed of the weights, data order and counter-examples")
     resume: bool = help_field(False, "continue the interrupted run in --out")
     in_memory: bool = help_field(True, "read the whole dataset into memory (off: lazy reads)")
@@ -63,18 +66,22 @@ def build_policy(cfg: TrainJobConfig, low: Any, high: Any, action_dim: int) -> I
         strides=tuple(cfg.strides),
         pools=(1,) * len(cfg.channels),
         out_channels=cfg.keypoints,
+        coord_conv=cfg.coord_conv,
     )
+    softargmax = SoftArgmaxConfig(temperature=cfg.temperature)
     optim = OptimConfig(lr=cfg.lr, scheduler=cfg.lr_schedule)
     if cfg.policy == "implicit":
         config = ImplicitPolicyConfig(
-            model=EBMConfig(action_dim=action_dim, cnn=cnn, hidden_dims=tuple(cfg.hidden)),
+            model=EBMConfig(action_dim=action_dim, cnn=cnn, softargmax=softargmax, hidden_dims=tuple(cfg.hidden)),
             infonce=InfoNCEConfig(num_counter_examples=cfg.counter_examples),
             dfo=DFOConfig(num_samples=cfg.dfo_samples, iterations=cfg.dfo_iterations),
             optim=optim,
         )
         return ImplicitPolicy(config, low, high, seed=cfg.seed)
     config_e = ExplicitPolicyConfig(
-        model=ExplicitConfig(action_dim=action_dim, cnn=cnn, hidden_dims=tuple(cfg.hidden), dropout=0.0),
+        model=ExplicitConfig(
+            action_dim=action_dim, cnn=cnn, softargmax=softargmax, hidden_dims=tuple(cfg.hidden), dropout=0.0
+        ),
         optim=OptimConfig(lr=cfg.lr, scheduler=cfg.lr_schedule, weight_decay=1e-4),
     )
     return ExplicitPolicy(config_e, low, high, seed=cfg.seed)

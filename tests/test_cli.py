@@ -57,3 +57,19 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
             parser.parse_args([name, "--help"])
         assert e.value.code == 0
     assert "usage: ibc-gym" in capsys.readouterr().out
+
+
+@dataclass(frozen=True)
+class WithPositional:
+    run_dir: Path = help_field(Path("runs/x"), "a run", positional=True)
+    frames: int = help_field(2, "frames")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [([], Path("runs/x")), (["a/b"], Path("a/b")), (["--run-dir", "c"], Path("c")), (["d", "--frames", "3"], Path("d"))],
+)
+def test_positional_field(argv: list[str], expected: Path) -> None:
+    p = argparse.ArgumentParser()
+    add_dataclass_arguments(p, WithPositional)
+    assert dataclass_from_namespace(WithPositional, p.parse_args(argv)).run_dir == expected

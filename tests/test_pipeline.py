@@ -138,6 +138,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert "| ibc/ReachTarget-v0 | implicit |" in (cfg.out / "summary.md").read_text()
     assert any((cfg.out / "runs" / "ReachTarget-v0" / "implicit" / "eval" / "videos").iterdir())
     assert any((cfg.out / "videos" / "expert").iterdir())
+    assert (cfg.out / "runs" / "ReachTarget-v0" / "explicit" / "report.html").stat().st_size > 1000
     # A re-run reuses the finished stages and gives the same table.
     again = run_demo(cfg)
     assert [r["success_rate"] for r in again] == [r["success_rate"] for r in rows]
