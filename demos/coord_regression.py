@@ -139,17 +139,19 @@ class CoordRegressionConfig:
         "standard", "standard: test anywhere; extrapolation: train in the left half, test in the right"
     )
     models: Literal["both", "implicit", "explicit"] = help_field("both", "which policies to train")
-    steps: int = help_field(2500, "gradient steps of the implicit model")
-    explicit_steps: int | None = help_field(None, "gradient steps of the explicit model (default: --steps)")
+    steps: int = help_field(2000, "gradient steps of the implicit model")
+    explicit_steps: int | None = help_field(None, "gradient steps of the explicit model; none = --steps")
     batch_size: int = help_field(8, "training batch size")
     counter_examples: int = help_field(128, "InfoNCE counter-examples per example")
     lr: float = help_field(1e-3, "Adam learning rate (cosine-decayed to 0)")
-    backbone: Literal["fast", "reference"] = help_field(
-        "fast", "fast: stride-2 stem (48x48 feature maps); reference: full 96x96 resolution"
+    backbone: Literal["full", "fast", "faster"] = help_field(
+        "fast", "CNN speed preset: full 96x96 resolution (the reference), fast: stride-2 stem, "
+        "faster: two stride-2 stages"
     )
-    temperature: float = help_field(0.1, "spatial soft-argmax temperature (learnable)")
+    temperature: float = help_field(0.1, "spatial soft-argmax temperature")
+    coord_conv: bool = help_field(False, "append coordinate channels to the input (the reference's option)")
     dfo_samples: int = help_field(2048, "DFO samples at evaluation")
-    dfo_iterations: int = help_field(3, "DFO iterations at evaluation")
+    dfo_iterations: int = help_field(5, "DFO iterations at evaluation")
     resolution: int = help_field(96, "image size in pixels")
     seed: int = help_field(0, "seed of the data, the weights and the training order")
     threads: int | None = help_field(None, "torch threads (default: torch's choice, the core count)")
@@ -166,9 +168,8 @@ QUICK = {
 
 def make_policy(kind: str, cfg: CoordRegressionConfig, seed: int) -> ImplicitPolicy | ExplicitPolicy:
     """The implicit or explicit policy of the experiment (same backbone for both)."""
-    strides = (2, 1, 1) if cfg.backbone == "fast" else (1, 1, 1)
-    cnn = CNNConfig(channels=(16, 32, 32), strides=strides, coord_conv=True)
-    softargmax = SoftArgmaxConfig(temperature=cfg.temperature, learnable_temperature=True)
+    cnn = CNNConfig.preset(cfg.backbone, coord_conv=cfg.coord_conv)
+    softargmax = SoftArgmaxConfig(temperature=cfg.temperature)
     low, high = target_bounds(cfg.resolution)
     if kind == "implicit":
         icfg = ImplicitPolicyConfig(

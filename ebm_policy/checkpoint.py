@@ -33,6 +33,9 @@ from ebm_policy.policies import POLICY_CLASSES, ExplicitPolicy, ImplicitPolicy, 
 FORMAT = "ibc-gym-policy"
 FORMAT_VERSION = 1
 _REQUIRED = ("kind", "config", "action_bounds", "state_dict", "step", "metadata")
+# CNN options added after the first checkpoints were written, with the behaviour of those
+# checkpoints (a missing key means the option did not exist yet, not "use today's default").
+_LEGACY_CNN = {"padding_mode": "zeros", "center_input": False, "conv_bias": True}
 
 
 class CheckpointError(ValueError):
@@ -137,7 +140,17 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise CheckpointError(f"{path}: checkpoint lacks {missing}")
     if ckpt["kind"] not in POLICY_CLASSES:
         raise CheckpointError(f"{path}: unknown policy kind {ckpt['kind']!r}")
+    ckpt["config"] = upgrade_config(ckpt["config"])
     return ckpt
+
+
+def upgrade_config(config: Any) -> Any:
+    """Fill options newer than a checkpoint with the values that reproduce its behaviour."""
+    cnn = config.get("model", {}).get("cnn") if isinstance(config, dict) else None
+    if isinstance(cnn, dict):
+        for key, value in _LEGACY_CNN.items():
+            cnn.setdefault(key, value)
+    return config
 
 
 def policy_from_checkpoint(ckpt: Mapping[str, Any], *, source: str = "checkpoint") -> Policy:

@@ -48,10 +48,11 @@ class CoordConv(nn.Module):
 class ResidualBlock(nn.Module):
     """``x + conv2(relu(conv1(relu(x))))`` with two 3x3 convolutions: ``(B, C, H, W) -> same``."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, padding_mode: str = "zeros", bias: bool = True) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        kw = {"padding": 1, "padding_mode": padding_mode, "bias": bias}
+        self.conv1 = nn.Conv2d(channels, channels, 3, **kw)
+        self.conv2 = nn.Conv2d(channels, channels, 3, **kw)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""
@@ -59,8 +60,8 @@ class ResidualBlock(nn.Module):
 
 
 class CNN(nn.Module):
-    """[CoordConv] -> stages of ``conv3x3(stride) -> [max-pool] -> ResidualBlock`` -> ReLU ->
-    1x1 conv -> ReLU.
+    """[median centering] -> [CoordConv] -> stages of ``conv3x3(stride) -> [max-pool] ->
+    ResidualBlock`` -> ReLU -> 1x1 conv -> ReLU.
 
     ``(B, in_channels, H, W) -> (B, out_channels, H', W')`` where ``H' = H / prod(strides * pools)``
     (rounded as the convolutions round).
@@ -73,16 +74,23 @@ class CNN(nn.Module):
         depth_in = cfg.in_channels + (2 if cfg.coord_conv else 0)
         layers: list[nn.Module] = []
         for depth, stride, pool in zip(cfg.channels, cfg.strides, cfg.pools, strict=True):
-            layers.append(nn.Conv2d(depth_in, depth, 3, stride=stride, padding=1))
+            layers.append(
+                nn.Conv2d(
+                    depth_in, depth, 3, stride=stride, padding=1, padding_mode=cfg.padding_mode,
+                    bias=cfg.conv_bias,
+                )
+            )
             if pool > 1:
                 layers.append(nn.MaxPool2d(pool))
-            layers.append(ResidualBlock(depth))
+            layers.append(ResidualBlock(depth, cfg.padding_mode, cfg.conv_bias))
             depth_in = depth
         self.stages = nn.Sequential(*layers)
         self.project = nn.Conv2d(depth_in, cfg.out_channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, out_channels, H', W')``, non-negative."""
+        if self.cfg.center_input:
+            x = x - x.flatten(2).median(dim=2).values[:, :, None, None]
         if self.coord_conv is not None:
             x = self.coord_conv(x)
         x = F.relu(self.stages(x))

@@ -131,13 +131,16 @@ class Trainer:
     # ----------------------------------------------------------------- state
     def trainer_state(self) -> dict[str, Any]:
         """Everything beyond the weights needed to continue exactly."""
-        return {
+        state = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "train_config": config_to_dict(self.cfg),
         }
+        if self.device.type == "cuda":  # dropout on the GPU draws from its own generator
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
 
     def save(self) -> Path:
         """Atomically write ``ckpt_last.pt`` (and a kept copy when due)."""
@@ -178,6 +181,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
         self.step = int(ckpt["step"])
         self._load_snapshots()
 

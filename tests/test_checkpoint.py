@@ -164,3 +164,20 @@ def test_metadata_must_be_json_like(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="JSON"):
         save_checkpoint(tmp_path / "x.pt", make("explicit"), metadata={"arr": np.zeros(2)})
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_checkpoint_from_before_the_newer_cnn_options_still_loads(tmp_path: Path) -> None:
+    """Options added later (median centering, conv biases, padding mode) are absent from older
+    checkpoints; those load with the behaviour they were trained with, not today's defaults."""
+    import dataclasses
+
+    old_cnn = dataclasses.replace(CNN, center_input=False, conv_bias=True, padding_mode="zeros")
+    cfg = ImplicitPolicyConfig(model=EBMConfig(action_dim=3, cnn=old_cnn, hidden_dims=(16,)))
+    policy = ImplicitPolicy(cfg, LOW, HIGH, seed=2)
+    payload = checkpoint_dict(policy)
+    for key in ("center_input", "conv_bias", "padding_mode"):
+        del payload["config"]["model"]["cnn"][key]
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = load_policy(tmp_path / "old.pt")
+    assert loaded.config == cfg
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in policy.state_dict().items())

@@ -123,3 +123,16 @@ def test_chunking_does_not_change_the_answer(model: EBMConvMLP, max_chunk_elemen
     expected = ref.infer(model, images, low, high, generator=torch.Generator().manual_seed(9))
     got = dfo.infer(model, images, low, high, generator=torch.Generator().manual_seed(9))
     assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_bench_dfo_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    from demos.bench_dfo import BenchDfoConfig, run_bench_dfo
+
+    cfg = BenchDfoConfig(
+        backbones=("faster",), train_backbones=("faster",), train_sizes=(32,), ref_samples=64,
+        ref_iterations=1, repeats=1, batch_size=2, batch_repeats=1, train_steps=1, dfo_train_steps=1,
+    )
+    run_bench_dfo(cfg)
+    out = capsys.readouterr().out
+    assert "| faster |" in out and "64 x 1" in out and "2048 x 5" in out
+    assert out.count(" | 1/1 | 0.0e+00 |") == 2 and out.count(" | 2/2 | 0.0e+00 |") == 2  # paths agree

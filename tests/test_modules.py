@@ -111,15 +111,30 @@ def test_cnn_coord_conv_option(coord_conv: bool) -> None:
     assert cnn(torch.rand(1, 3, 8, 8)).shape == (1, 4, 8, 8)
 
 
-def test_cnn_without_coord_conv_is_translation_equivariant() -> None:
-    """Shifting the image shifts the feature maps (away from the zero-padded border)."""
+@pytest.mark.parametrize("conv_bias", [False, True])
+def test_cnn_without_coord_conv_is_translation_equivariant(conv_bias: bool) -> None:
+    """Shifting the image shifts the feature maps. Without conv biases the centred background
+    stays 0 through the stack, so this holds up to the border; with biases only inside."""
     torch.manual_seed(0)
-    cnn = CNN(TINY_CNN)
-    x = torch.zeros(1, 3, 24, 24)
-    x[..., 8:11, 8:11] = 1.0
+    cnn = CNN(dataclasses.replace(TINY_CNN, conv_bias=conv_bias))
+    x = torch.ones(1, 3, 24, 24)  # white background
+    x[..., 8:11, 8:11] = torch.tensor([0.0, 1.0, 0.0])[:, None, None]
     shifted = torch.roll(x, shifts=(3, 5), dims=(2, 3))
-    a, b = cnn(x), cnn(shifted)
-    assert torch.allclose(torch.roll(a, shifts=(3, 5), dims=(2, 3))[..., 6:18, 8:20], b[..., 6:18, 8:20], atol=1e-5)
+    a, b = torch.roll(cnn(x), shifts=(3, 5), dims=(2, 3)), cnn(shifted)
+    assert torch.allclose(a[..., 6:18, 8:20], b[..., 6:18, 8:20], atol=1e-5)
+    assert torch.allclose(a, b, atol=1e-5) == (not conv_bias)
+
+
+@pytest.mark.parametrize("center_input", [False, True])
+def test_center_input_removes_the_background_level(center_input: bool) -> None:
+    """With median centering a uniform background maps to 0, whatever its colour."""
+    torch.manual_seed(0)
+    cnn = CNN(dataclasses.replace(TINY_CNN, center_input=center_input))
+    x = torch.zeros(1, 3, 12, 12)
+    x[..., 2:5, 3:6] = torch.tensor([0.0, 1.0, 0.0])[:, None, None]
+    brighter = x + torch.tensor([0.9, 0.0, 0.5])[:, None, None]  # another background colour
+    same = torch.allclose(cnn(x), cnn(brighter), atol=1e-6)
+    assert same == center_input
 
 
 @pytest.mark.parametrize(
