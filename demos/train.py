@@ -67,6 +67,8 @@ def build_policy(cfg: TrainJobConfig, low: Any, high: Any, action_dim: int) -> I
         pools=(1,) * len(cfg.channels),
         out_channels=cfg.keypoints,
         coord_conv=cfg.coord_conv,
+        center_input=False,  # the env demo figures in the README were measured with these two
+        conv_bias=True,
     )
     softargmax = SoftArgmaxConfig(temperature=cfg.temperature)
     optim = OptimConfig(lr=cfg.lr, scheduler=cfg.lr_schedule)
