@@ -36,6 +36,7 @@ _REQUIRED = ("kind", "config", "action_bounds", "state_dict", "step", "metadata"
 # CNN options added after the first checkpoints were written, with the behaviour of those
 # checkpoints (a missing key means the option did not exist yet, not "use today's default").
 _LEGACY_CNN = {"padding_mode": "zeros", "center_input": False, "conv_bias": True}
+_LEGACY_DFO = {"resampling": "multinomial"}
 
 
 class CheckpointError(ValueError):
@@ -146,10 +147,13 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
 
 def upgrade_config(config: Any) -> Any:
     """Fill options newer than a checkpoint with the values that reproduce its behaviour."""
-    cnn = config.get("model", {}).get("cnn") if isinstance(config, dict) else None
-    if isinstance(cnn, dict):
-        for key, value in _LEGACY_CNN.items():
-            cnn.setdefault(key, value)
+    if not isinstance(config, dict):
+        return config
+    cnn = config.get("model", {}).get("cnn")
+    for section, legacy in ((cnn, _LEGACY_CNN), (config.get("dfo"), _LEGACY_DFO)):
+        if isinstance(section, dict):
+            for key, value in legacy.items():
+                section.setdefault(key, value)
     return config
 
 

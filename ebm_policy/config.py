@@ -120,17 +120,29 @@ class DFOConfig:
     on a trained coordinate-regression model (500 test images) 2,048 samples and 5 iterations gave
     nearly the same test error (0.127 px mean vs 0.118; 2,048 x 3: 0.204; 1,024 x 5: 0.150) for
     ~1/5 of the energy evaluations.
+
+    ``resampling`` picks how M indices are drawn with probabilities ``p = softmax(-E)``:
+    ``"multinomial"`` draws them independently (the reference; ``torch.multinomial``);
+    ``"stratified"`` draws one uniform in each of the M equal strata of [0, 1) and inverts the
+    cumulative ``p``. Both give every sample ``M * p_i`` copies in expectation; stratified has
+    lower variance (a standard particle-filter scheme) and is ~4x cheaper at 16,384 samples,
+    where the draw costs about as much as an energy evaluation.
     """
 
     num_samples: int = 2048
     iterations: int = 5
     noise_scale: float = 0.33
     noise_shrink: float = 0.5
+    resampling: Literal["stratified", "multinomial"] = "stratified"
     max_chunk_elements: int = 1 << 20  # hidden activations evaluated at once (B*M*hidden floats)
 
     def __post_init__(self) -> None:
         if self.num_samples < 1 or self.iterations < 0 or self.max_chunk_elements < 1:
             raise ValueError(f"DFOConfig: invalid values {self}")
+        if self.resampling not in ("stratified", "multinomial"):
+            raise ValueError(
+                f"DFOConfig: unknown resampling {self.resampling!r}; choose stratified or multinomial"
+            )
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Derivative-free optimizer (DFO): iterated importance resampling towards low energy.
 
 Per iteration: evaluate the energies of M samples, resample M of them (with replacement) with
-probabilities ``softmax(-E)``, add Gaussian noise, clamp to the bounds and shrink the noise.
+probabilities ``softmax(-E)`` (multinomial or stratified draws, see ``DFOConfig``), add Gaussian noise, clamp to the bounds and shrink the noise.
 After the last iteration the energies of the final samples are evaluated and the lowest-energy
 sample is returned. All randomness comes from the ``torch.Generator`` passed in, drawn for the
 whole batch at once, so the result does not depend on how the energy evaluation is chunked.
@@ -32,6 +32,29 @@ class DFOHistory:
 
     samples: list[Tensor]
     energies: list[Tensor]
+
+
+def resample_indices(
+    energies: Tensor, scheme: str = "stratified", generator: torch.Generator | None = None
+) -> Tensor:
+    """``energies (B, M) -> indices (B, M)`` drawn with probabilities ``softmax(-E)`` per row.
+
+    ``multinomial``: M independent draws. ``stratified``: the i-th index inverts the cumulative
+    probabilities at ``(i + u_i) / M`` with ``u_i ~ U[0, 1)``, so the indices come out sorted and
+    each sample is drawn ``M * p_i`` times in expectation, with less spread than multinomial.
+    """
+    if scheme == "multinomial":
+        probs = torch.softmax(-energies, dim=-1)
+        return torch.multinomial(probs, energies.shape[-1], replacement=True, generator=generator)
+    if scheme != "stratified":
+        raise ValueError(f"unknown resampling scheme {scheme!r}; choose stratified or multinomial")
+    b, m = energies.shape
+    weights = torch.exp(energies.amin(dim=-1, keepdim=True) - energies)  # (B, M), max 1
+    cdf = torch.cumsum(weights, dim=-1)
+    u = torch.rand((b, m), generator=generator, device=energies.device, dtype=cdf.dtype)
+    u = (u + torch.arange(m, device=energies.device, dtype=cdf.dtype)) * (cdf[:, -1:] / m)
+    # right=True: the first i with cdf[i] > u, so zero-weight samples are never drawn.
+    return torch.searchsorted(cdf, u, right=True).clamp_(max=m - 1)
 
 
 class DerivativeFreeOptimizer:
@@ -66,8 +89,7 @@ class DerivativeFreeOptimizer:
             if return_history:
                 hist.samples.append(samples)
                 hist.energies.append(energies)
-            probs = torch.softmax(-energies, dim=-1)
-            idx = torch.multinomial(probs, m, replacement=True, generator=generator)  # (B, M)
+            idx = resample_indices(energies, cfg.resampling, generator)  # (B, M)
             samples = samples[rows, idx]
             noise = torch.randn(samples.shape, generator=generator, device=low.device, dtype=low.dtype)
             samples = torch.clamp(samples + noise * sigma, low, high)

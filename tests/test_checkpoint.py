@@ -166,17 +166,22 @@ def test_metadata_must_be_json_like(tmp_path: Path) -> None:
     assert not (tmp_path / "x.pt").exists()
 
 
-def test_checkpoint_from_before_the_newer_cnn_options_still_loads(tmp_path: Path) -> None:
-    """Options added later (median centering, conv biases, padding mode) are absent from older
-    checkpoints; those load with the behaviour they were trained with, not today's defaults."""
+def test_checkpoint_from_before_the_newer_options_still_loads(tmp_path: Path) -> None:
+    """Options added later (median centering, conv biases, padding mode, DFO resampling) are
+    absent from older checkpoints; those load with the behaviour they were trained with, not
+    today's defaults."""
     import dataclasses
 
     old_cnn = dataclasses.replace(CNN, center_input=False, conv_bias=True, padding_mode="zeros")
-    cfg = ImplicitPolicyConfig(model=EBMConfig(action_dim=3, cnn=old_cnn, hidden_dims=(16,)))
+    cfg = ImplicitPolicyConfig(
+        model=EBMConfig(action_dim=3, cnn=old_cnn, hidden_dims=(16,)),
+        dfo=DFOConfig(resampling="multinomial"),
+    )
     policy = ImplicitPolicy(cfg, LOW, HIGH, seed=2)
     payload = checkpoint_dict(policy)
     for key in ("center_input", "conv_bias", "padding_mode"):
         del payload["config"]["model"]["cnn"][key]
+    del payload["config"]["dfo"]["resampling"]
     torch.save(payload, tmp_path / "old.pt")
     loaded = load_policy(tmp_path / "old.pt")
     assert loaded.config == cfg

@@ -8,9 +8,11 @@ import torch
 from torch import Tensor
 
 from ebm_policy import CNNConfig, DerivativeFreeOptimizer, DFOConfig, EBMConfig, EBMConvMLP
+from ebm_policy.dfo import resample_indices
 
 TOL = 0.02  # stated tolerance, in the units of [-1, 1] bounds
 CFG = DFOConfig(num_samples=2048, iterations=3)
+SCHEMES = ["stratified", "multinomial"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -38,26 +40,56 @@ def two_wells(deep: Tensor, shallow: Tensor, scale: float = 50.0, offset: float 
     )
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize(
     "center", [[0.3], [-0.5, 0.25], [0.9, -0.9], [0.1, 0.6, -0.4]], ids=["1d", "2d", "2d-corner", "3d"]
 )
-def test_finds_quadratic_minimum(center: list[float]) -> None:
+def test_finds_quadratic_minimum(center: list[float], scheme: str) -> None:
     c = torch.tensor(center)
     low, high = box(len(center))
     g = torch.Generator().manual_seed(0)
-    best = DerivativeFreeOptimizer(CFG).optimize(bowl(c), 4, low, high, generator=g)
+    cfg = DFOConfig(num_samples=2048, iterations=3, resampling=scheme)  # type: ignore[arg-type]
+    best = DerivativeFreeOptimizer(cfg).optimize(bowl(c), 4, low, high, generator=g)
     assert best.shape == (4, len(center))
     assert (best - c).norm(dim=-1).max() < TOL
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("swap", [False, True])
-def test_two_wells_finds_the_deeper_one(swap: bool) -> None:
+def test_two_wells_finds_the_deeper_one(swap: bool, scheme: str) -> None:
     a, b = torch.tensor([-0.6, 0.5]), torch.tensor([0.55, -0.4])
     deep, shallow = (b, a) if swap else (a, b)
     low, high = box(2)
     g = torch.Generator().manual_seed(1)
-    best = DerivativeFreeOptimizer(CFG).optimize(two_wells(deep, shallow), 8, low, high, generator=g)
+    cfg = DFOConfig(num_samples=2048, iterations=3, resampling=scheme)  # type: ignore[arg-type]
+    best = DerivativeFreeOptimizer(cfg).optimize(two_wells(deep, shallow), 8, low, high, generator=g)
     assert (best - deep).norm(dim=-1).max() < TOL
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_resampling_draws_in_proportion_to_softmax_of_minus_energy(scheme: str) -> None:
+    """Each index is drawn ``M * softmax(-E)_i`` times on average; a huge energy is never drawn."""
+    energies = torch.tensor([[0.0, 1.0, 2.0, 60.0, 0.5, 0.0, 3.0, 1.5]]).repeat(4000, 1)
+    m = energies.shape[1]
+    idx = resample_indices(energies, scheme, torch.Generator().manual_seed(0))
+    assert idx.shape == energies.shape and idx.dtype == torch.int64
+    counts = torch.nn.functional.one_hot(idx, m).sum(1).double()  # (rows, M) copies per sample
+    expected = m * torch.softmax(-energies[0].double(), -1)
+    assert torch.allclose(counts.mean(0), expected, atol=0.05)
+    assert counts[:, 3].sum() == 0
+    if scheme == "stratified":  # lower variance: counts stay within 2 of their expectation
+        assert (counts - expected).abs().max() < 2
+        assert (idx[:, 1:] >= idx[:, :-1]).all()  # drawn in order
+
+
+def test_stratified_resampling_never_draws_out_of_range() -> None:
+    """Extreme energies (one finite favourite, the rest far away) still give valid indices."""
+    energies = torch.full((3, 1000), 1e4)
+    energies[:, 999] = 0.0
+    idx = resample_indices(energies, "stratified", torch.Generator().manual_seed(1))
+    assert (idx == 999).all()
+    with pytest.raises(ValueError, match="resampling"):
+        DFOConfig(resampling="systematic")  # type: ignore[arg-type]
 
 
 def test_minimum_outside_the_bounds_lands_on_the_boundary() -> None:
