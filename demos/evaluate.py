@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from agents.learned import load_agent
 from agents.rollout import Episode, RolloutStats, make_vector_env, rollout
 from demos.args import help_field
 from demos.media import video_name, write_video
+from ebm_policy.config import config_to_dict
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,18 @@ class EvalConfig:
     env: str | None = help_field(None, "env id (default: the one the checkpoint was trained on)")
     out: Path | None = help_field(None, "output folder (default: <ckpt folder>/eval)")
     threads: int = help_field(1, "torch threads for the policy (small models run fastest on 1)")
+    dfo_samples: int | None = help_field(None, "implicit: DFO samples (default: the checkpoint's)")
+    dfo_iterations: int | None = help_field(None, "implicit: DFO iterations (default: the checkpoint's)")
+    dfo_resampling: Literal["stratified", "multinomial"] | None = help_field(
+        None, "implicit: DFO resampling scheme (default: the checkpoint's)"
+    )
     progress: bool = help_field(True, "show a progress bar")
+
+    def dfo_overrides(self) -> dict[str, Any]:
+        """The DFO options given on the command line, as ``DFOConfig`` field names."""
+        given = {"num_samples": self.dfo_samples, "iterations": self.dfo_iterations,
+                 "resampling": self.dfo_resampling}
+        return {k: v for k, v in given.items() if v is not None}
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -76,10 +88,24 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def apply_dfo_overrides(agent: Any, overrides: dict[str, Any]) -> dict[str, Any] | None:
+    """Set the implicit agent's DFO options given in ``overrides``; returns its DFO config as a
+    dict (``None`` for agents without a DFO, which refuse overrides)."""
+    policy = getattr(agent, "policy", None)
+    if getattr(agent, "kind", None) != "implicit" or policy is None:
+        if overrides:
+            raise ValueError(f"--dfo-* options apply to implicit policies, not to {agent.kind}")
+        return None
+    if overrides:
+        policy.set_dfo_config(replace(policy.config.dfo, **overrides))
+    return config_to_dict(policy.config.dfo)
+
+
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt``; returns the metrics also written to ``<out>/metrics.json``."""
     torch.set_num_threads(cfg.threads)
     agent = load_agent(cfg.ckpt, env_id=cfg.env)
+    dfo = apply_dfo_overrides(agent, cfg.dfo_overrides())
     env_id = cfg.env or agent.env_id
     out = cfg.out or Path(cfg.ckpt).parent / "eval"
     seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
@@ -115,6 +141,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "policy": agent.kind,
         "checkpoint": str(cfg.ckpt),
         "num_envs": num_envs,
+        "dfo": dfo,
         "seeds": seeds,
         "episode_success": [bool(ep.success) for ep in episodes],
         "episode_lengths": [ep.length for ep in episodes],

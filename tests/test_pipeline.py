@@ -98,6 +98,17 @@ def test_eval_refuses_training_seeds(runs: dict[str, Path], tmp_path: Path) -> N
         evaluate(EvalConfig(ckpt=runs["implicit"], episodes=2, seed=1, out=tmp_path, progress=False))
 
 
+def test_eval_dfo_overrides_are_applied_and_recorded(runs: dict[str, Path], tmp_path: Path) -> None:
+    cfg = EvalConfig(ckpt=runs["implicit"], episodes=1, num_envs=1, videos=0, out=tmp_path, progress=False,
+                     dfo_samples=64, dfo_iterations=1, dfo_resampling="multinomial")
+    metrics = evaluate(cfg)
+    assert metrics["dfo"]["num_samples"] == 64 and metrics["dfo"]["iterations"] == 1
+    assert metrics["dfo"]["resampling"] == "multinomial"
+    assert json.loads((tmp_path / "metrics.json").read_text())["dfo"] == metrics["dfo"]
+    with pytest.raises(ValueError, match="--dfo-\\* options apply to implicit policies, not to explicit"):
+        evaluate(EvalConfig(ckpt=runs["explicit"], episodes=1, dfo_samples=64, out=tmp_path, progress=False))
+
+
 def test_eval_on_another_env_is_named(runs: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="trained on 'ibc/ReachTarget-v0', not on 'ibc/ReachAnyTarget-v0'"):
         evaluate(EvalConfig(ckpt=runs["implicit"], env="ibc/ReachAnyTarget-v0", out=tmp_path, progress=False))
