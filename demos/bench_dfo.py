@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,35 +36,65 @@ class BenchDfoConfig:
     repeats: int = help_field(20, "timed calls for one image (median reported)")
     batch_size: int = help_field(64, "images in the batched measurement")
     batch_repeats: int = help_field(3, "timed calls for the batch (the naive path gets 1)")
+    # fast and naive calls alternate, so both see the same machine load
     train_steps: int = help_field(30, "training steps timed (batch 8, 128 counter-examples)")
+    train_repeats: int = help_field(3, "timed training runs per cell (median reported)")
     dfo_train_steps: int = help_field(300, "training steps of the policies the DFO is timed with")
     threads: int | None = help_field(None, "torch threads (default: torch's choice, the core count)")
+    device: str = help_field("cpu", "device to train and time on: cpu, cuda, cuda:1, ...")
     seed: int = help_field(0, "seed")
 
 
-def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall times cover it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def trained_policy(backbone: str, size: int, steps: int, seed: int) -> tuple[ImplicitPolicy, float]:
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    """Wall time of one ``fn()`` call in seconds (queued GPU work included)."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - t0
+
+
+def interleaved_medians(
+    fns: Sequence[Callable[[], Any]],
+    repeats: Sequence[int],
+    warmups: Sequence[int],
+    device: torch.device | None = None,
+) -> list[float]:
+    """Median wall times (s) of several functions timed in alternation, so that a change in the
+    machine's load during the run affects all of them alike. ``fns[k]`` is called ``warmups[k]``
+    times untimed, then ``repeats[k]`` times, round-robin with the others."""
+    dev = device or torch.device("cpu")
+    for fn, warmup in zip(fns, warmups, strict=True):
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for i in range(max(repeats)):
+        for k, fn in enumerate(fns):
+            if i < repeats[k]:
+                times[k].append(timed(fn, dev))
+    return [statistics.median(t) for t in times]
+
+
+def trained_policy(
+    backbone: str, size: int, steps: int, seed: int, device: str = "cpu"
+) -> tuple[ImplicitPolicy, float]:
     """A briefly trained implicit policy on ``size`` px images and its training samples/s."""
     cfg = CoordRegressionConfig(backbone=backbone, resolution=size, seed=seed)  # type: ignore[arg-type]
     train_set, _ = make_split("standard", 64, 1, seed, resolution=size)
     tcfg = TrainConfig(steps=steps, batch_size=8, seed=seed, log_interval=steps, ckpt_interval=10**9,
-                       energy_snapshots=0, progress=False, tensorboard=False)
+                       energy_snapshots=0, progress=False, tensorboard=False, device=device)
     with tempfile.TemporaryDirectory() as tmp:
         train(make_policy("implicit", cfg, seed), train_set, replace(tcfg, steps=3), f"{tmp}/warmup")
         policy = make_policy("implicit", cfg, seed)
         t0 = time.perf_counter()
         train(policy, train_set, tcfg, f"{tmp}/run")
+        synchronize(torch.device(device))
         dt = time.perf_counter() - t0
     assert isinstance(policy, ImplicitPolicy)
     return policy, steps * 8 / dt
@@ -74,17 +104,19 @@ def time_dfo(policy: ImplicitPolicy, images: torch.Tensor, cfg: BenchDfoConfig, 
     """Fast vs naive DFO on ``images`` (float CHW): medians and whether the answers agree."""
     dfo = DerivativeFreeOptimizer(dfo_cfg)
     model = policy.model
-    low, high = -torch.ones(2), torch.ones(2)
+    device = images.device
+    low, high = -torch.ones(2, device=device), torch.ones(2, device=device)
 
     def run(naive: bool, seed: int = cfg.seed) -> torch.Tensor:
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator(device).manual_seed(seed)
         if naive:
             return dfo.infer_naive(model, images, low, high, generator=g)
         return dfo.infer(model, images, low, high, generator=g)  # type: ignore[return-value]
 
     batch = images.shape[0] > 1
-    fast_s = median_time(lambda: run(False), cfg.batch_repeats if batch else cfg.repeats)
-    naive_s = median_time(lambda: run(True), 1 if batch else max(3, cfg.repeats // 4), warmup=0 if batch else 1)
+    repeats = (cfg.batch_repeats, 1) if batch else (cfg.repeats, max(3, cfg.repeats // 2))
+    warmups = (1, 0) if batch else (1, 1)  # the batched naive call takes seconds: no warm-up
+    fast_s, naive_s = interleaved_medians([lambda: run(False), lambda: run(True)], repeats, warmups, device)
     fast, naive, other_seed = run(False), run(True), run(False, cfg.seed + 1)
     return {
         "batch": images.shape[0], "fast_s": fast_s, "naive_s": naive_s,
@@ -98,15 +130,21 @@ def run_bench_dfo(cfg: BenchDfoConfig) -> None:
     """Print training-throughput and DFO-latency tables (see the module docstring)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    device = torch.device(cfg.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {cfg.device} ({where})\n")
     print("Training (batch 8, 128 counter-examples, InfoNCE), samples/s:\n")
     print("| CNN preset | " + " | ".join(f"{s} px" for s in cfg.train_sizes) + " |")
     print("|---|" + "---:|" * len(cfg.train_sizes))
     for backbone in cfg.train_backbones:
-        cells = [f"{trained_policy(backbone, s, cfg.train_steps, cfg.seed)[1]:.0f}" for s in cfg.train_sizes]
+        cells = []
+        for size in cfg.train_sizes:
+            rates = [trained_policy(backbone, size, cfg.train_steps, cfg.seed, cfg.device)[1]
+                     for _ in range(cfg.train_repeats)]
+            cells.append(f"{statistics.median(rates):.0f}")
         print(f"| {backbone} | " + " | ".join(cells) + " |", flush=True)
     _, test_set = make_split("standard", 1, cfg.batch_size, cfg.seed + 7)
-    images = images_to_tensor(test_set.images, torch.device("cpu"), 3)
+    images = images_to_tensor(test_set.images, device, 3)
     print(f"\nDFO inference, 96 px images, policies trained {cfg.dfo_train_steps} steps (fast: image encoded")
     print("once, split first layer, chunked; naive: re-encodes every iteration, concatenated MLP, the")
     print("reference's way; medians):\n")
@@ -114,7 +152,7 @@ def run_bench_dfo(cfg: BenchDfoConfig) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     settings = [DFOConfig(num_samples=cfg.ref_samples, iterations=cfg.ref_iterations), DFOConfig()]
     for backbone in cfg.backbones:
-        policy = trained_policy(backbone, 96, cfg.dfo_train_steps, cfg.seed)[0].eval()
+        policy = trained_policy(backbone, 96, cfg.dfo_train_steps, cfg.seed, cfg.device)[0].eval()
         for dfo_cfg in settings:
             for imgs in (images[:1], images):
                 r = time_dfo(policy, imgs, cfg, dfo_cfg)

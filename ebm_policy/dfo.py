@@ -120,7 +120,7 @@ class DerivativeFreeOptimizer:
         ``torch.inference_mode()``.
         """
         features = model.encode(images)
-        max_rows = self.cfg.max_chunk_elements // model.cfg.hidden_dims[0]
+        max_rows = max(1, self.cfg.chunk_elements(images.device.type) // model.cfg.hidden_dims[0])
 
         def energy_fn(samples: Tensor) -> Tensor:
             return model.energy_chunked(features, samples, max_rows)

@@ -42,29 +42,40 @@ class EnergyHead(nn.Module):
         return self.rest(torch.relu_(hidden)).squeeze(-1)
 
     def forward_chunked(self, features: Tensor, actions: Tensor, max_rows: int) -> Tensor:
-        """Inference-only ``forward``: ``(B, D), (B, M, A) -> (B, M)`` without autograd.
+        """Inference-only ``forward``: ``(B, D), (B, M, A) -> (B, M)`` without autograd, scoring at
+        most ``max_rows`` actions at a time so memory stays bounded (and, on a CPU, cache-resident)
+        for any ``B * M``.
 
-        Scores at most ``max_rows`` actions of one image at a time in a reused workspace of
-        ``max_rows * H`` floats, so memory stays bounded (and cache-resident) for any ``B * M``.
+        When one image's ``M`` actions fit, whole images are scored together (one batched matmul
+        per group, few kernel launches on a GPU); otherwise each image's actions are split into
+        chunks of ``max_rows`` scored in a reused workspace.
         """
         d = self.feature_dim
         w_a_t = self.first.weight[:, d:].t()  # (A, H)
         proj = torch.addmm(self.first.bias, features, self.first.weight[:, :d].t())  # (B, H)
         b, m, _ = actions.shape
-        rows = max(1, min(m, max_rows))
-        workspace = proj.new_empty(rows, proj.shape[1])
+        if m <= max_rows:
+            per = max(1, max_rows // m)  # images per group
+            parts = []
+            for i in range(0, b, per):
+                hidden = torch.baddbmm(
+                    proj[i : i + per, None], actions[i : i + per], w_a_t.expand(min(per, b - i), -1, -1)
+                )
+                parts.append(self.rest(hidden.relu_()).squeeze(-1))
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
+        workspace = proj.new_empty(max_rows, proj.shape[1])
         out = proj.new_empty(b, m)
         last = self.rest[-1]
         linear_out = len(self.rest) == 1 and isinstance(last, nn.Linear)
         for i in range(b):
-            for j in range(0, m, rows):
-                chunk = actions[i, j : j + rows]
+            for j in range(0, m, max_rows):
+                chunk = actions[i, j : j + max_rows]
                 hidden = workspace[: chunk.shape[0]]
                 torch.addmm(proj[i], chunk, w_a_t, out=hidden).relu_()
                 if linear_out:
-                    torch.mv(hidden, last.weight[0], out=out[i, j : j + rows])
+                    torch.mv(hidden, last.weight[0], out=out[i, j : j + max_rows])
                 else:
-                    out[i, j : j + rows] = self.rest(hidden).squeeze(-1)
+                    out[i, j : j + max_rows] = self.rest(hidden).squeeze(-1)
         return out.add_(last.bias) if linear_out else out
 
     def forward_concat(self, features: Tensor, actions: Tensor) -> Tensor:

@@ -146,8 +146,10 @@ def test_fast_path_matches_naive_path(model: EBMConvMLP, num_samples: int, itera
     assert torch.equal(fast, naive)
 
 
-@pytest.mark.parametrize("max_chunk_elements", [32, 32 * 40, 1 << 20])
-def test_chunking_does_not_change_the_answer(model: EBMConvMLP, max_chunk_elements: int) -> None:
+@pytest.mark.parametrize("max_chunk_elements", [32, 32 * 40, 32 * 100, 32 * 250, 1 << 20, None])
+def test_chunking_does_not_change_the_answer(model: EBMConvMLP, max_chunk_elements: int | None) -> None:
+    """Chunks within one image (32 x 40), exactly one image (32 x 100), two images per group,
+    all at once, and the per-device default all give the answer of one unchunked pass."""
     images = torch.rand(4, 3, 12, 12)
     low, high = box(2)
     ref = DerivativeFreeOptimizer(DFOConfig(num_samples=100, iterations=2, max_chunk_elements=1 << 30))
@@ -162,7 +164,8 @@ def test_bench_dfo_smoke(capsys: pytest.CaptureFixture[str]) -> None:
 
     cfg = BenchDfoConfig(
         backbones=("faster",), train_backbones=("faster",), train_sizes=(32,), ref_samples=64,
-        ref_iterations=1, repeats=1, batch_size=2, batch_repeats=1, train_steps=1, dfo_train_steps=1,
+        ref_iterations=1, repeats=1, batch_size=2, batch_repeats=1, train_steps=1, train_repeats=1,
+        dfo_train_steps=1,
     )
     run_bench_dfo(cfg)
     out = capsys.readouterr().out
