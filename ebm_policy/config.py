@@ -125,7 +125,7 @@ class DFOConfig:
     ``"multinomial"`` draws them independently (the reference; ``torch.multinomial``);
     ``"stratified"`` draws one uniform in each of the M equal strata of [0, 1) and inverts the
     cumulative ``p``. Both give every sample ``M * p_i`` copies in expectation; stratified has
-    lower variance (a standard particle-filter scheme) and is ~4x cheaper at 16,384 samples,
+    lower variance (a standard particle-filter scheme) and is ~3x cheaper at 16,384 samples,
     where the draw costs about as much as an energy evaluation.
     """
 
