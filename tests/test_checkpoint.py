@@ -30,13 +30,7 @@ LOW, HIGH = [-0.5, 0.0, 1.0], [0.5, 2.0, 3.0]
 METADATA = {"env_id": "ibc/ReachTarget-v0", "image_shape": [16, 16, 3], "dataset": {"episodes": 3}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and do not suffer from a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(kind: str) -> ImplicitPolicy | ExplicitPolicy:
@@ -149,8 +143,8 @@ def test_failed_save_keeps_the_previous_file(saved, monkeypatch: pytest.MonkeyPa
     policy, path = saved
     before = path.read_bytes()
 
-    def broken_save(obj: object, f: object) -> None:
-        f.write(b"partial")  # type: ignore[attr-defined]
+    def broken_save(obj: object, f: str | Path) -> None:
+        Path(f).write_bytes(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)

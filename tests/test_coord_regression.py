@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from demos.args import add_dataclass_arguments, dataclass_from_namespace
 from demos.coord_regression import (
@@ -24,14 +23,7 @@ from demos.coord_regression import (
     targets_to_pixels,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and do not suffer from a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("x, y", [(3, 3), (92, 3), (10, 80), (50, 20)])

@@ -15,13 +15,7 @@ CFG = DFOConfig(num_samples=2048, iterations=3)
 SCHEMES = ["stratified", "multinomial"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and do not suffer from a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def box(dim: int) -> tuple[Tensor, Tensor]:

@@ -32,13 +32,7 @@ from ebm_policy.losses import split_energies
 TINY_CNN = CNNConfig(channels=(4, 8), strides=(1, 1), pools=(1, 1), out_channels=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and do not suffer from a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("h, w", [(5, 5), (4, 7), (9, 3)])

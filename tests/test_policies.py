@@ -27,13 +27,7 @@ CNN = CNNConfig(channels=(8, 8), strides=(1, 1), pools=(1, 1), out_channels=4)
 LOW, HIGH = np.array([0.0, -2.0], np.float32), np.array([10.0, 2.0], np.float32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and do not suffer from a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def implicit(seed: int = 0, **kw: object) -> ImplicitPolicy:

@@ -36,13 +36,7 @@ CNN = CNNConfig(channels=(4, 4), strides=(1, 1), pools=(1, 1), out_channels=4)
 K = 12  # steps of the straight run; the interrupted run stops at K // 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and do not suffer from a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class DotDataset(Dataset):
