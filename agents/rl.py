@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+from ebm_policy.fileio import atomic_path, write_text_atomic
 
 RL_FORMAT = "ibc-gym-rl"
 
@@ -65,13 +66,10 @@ def train_ppo(cfg: RLConfig, out_dir: str | os.PathLike[str]) -> Path:
     )
     model.learn(total_timesteps=cfg.total_timesteps, progress_bar=False)
     venv.close()
-    # Atomic: save beside, then rename (SB3 appends .zip to a name without it).
-    fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".zip", dir=out)
-    os.close(fd)
-    model.save(tmp)
-    os.replace(tmp, out / "model.zip")
+    with atomic_path(out / "model.zip") as tmp:  # the temporary name ends in .zip, as SB3 wants
+        model.save(tmp)
     meta = {"format": RL_FORMAT, "config": asdict(cfg)}
-    (out / "rl_config.json").write_text(json.dumps(meta, indent=2))
+    write_text_atomic(out / "rl_config.json", json.dumps(meta, indent=2))
     return out / "model.zip"
 
 

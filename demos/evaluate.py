@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +18,7 @@ from agents.rollout import Episode, RolloutStats, make_vector_env, rollout
 from demos.args import help_field
 from demos.media import video_name, write_video
 from ebm_policy.config import config_to_dict
+from ebm_policy.fileio import write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -79,13 +79,7 @@ def summarize(episodes: list[Episode], stats: RolloutStats, num_envs: int) -> di
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` as JSON to ``path`` through a temp file, so no half-written file is left."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def apply_dfo_overrides(agent: Any, overrides: dict[str, Any]) -> dict[str, Any] | None:

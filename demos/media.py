@@ -9,6 +9,8 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 
+from ebm_policy.fileio import atomic_path
+
 
 def ffmpeg_available() -> bool:
     try:
@@ -31,17 +33,12 @@ def write_video(path: str | os.PathLike[str], frames: Sequence[np.ndarray], fps:
         raise ValueError(f"no frames to write to {path}")
     if path.suffix == ".mp4" and not ffmpeg_available():
         path = path.with_suffix(".gif")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        arr = [np.asarray(f, dtype=np.uint8) for f in frames]
+    arr = [np.asarray(f, dtype=np.uint8) for f in frames]
+    with atomic_path(path, fsync=False) as tmp:
         if path.suffix == ".mp4":
             imageio.mimsave(tmp, arr, fps=fps, codec="libx264", quality=8, macro_block_size=1)
         else:
             imageio.mimsave(tmp, arr, duration=1000.0 / fps, loop=0)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return path
 
 

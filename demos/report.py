@@ -12,7 +12,6 @@ import base64
 import html
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from demos.viz.energy_2d import Energy2DConfig, build_energy_2d
 from demos.viz.infonce import SNAPSHOTS, InfoNCEFigConfig, build_infonce
 from demos.viz.plotting import new_figure
 from ebm_policy import load_checkpoint, read_metrics
+from ebm_policy.fileio import write_text_atomic
 
 DEFAULT_EVAL_SEED = 100_000  # EvalConfig.seed: used when there is no eval/metrics.json
 
@@ -210,13 +210,7 @@ def write_report(cfg: ReportConfig) -> Path:
         + "\n".join(parts)
         + "\n</body></html>\n"
     )
-    out = run_dir / "report.html"
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    out = write_text_atomic(run_dir / "report.html", page)
     print(out)
     return out
 

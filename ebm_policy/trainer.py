@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from tqdm.auto import tqdm
 from ebm_policy.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ebm_policy.config import config_from_dict, config_to_dict
 from ebm_policy.data import fixed_batch, make_loader
+from ebm_policy.fileio import atomic_path
 from ebm_policy.metrics_log import MetricsLogger
 from ebm_policy.optim import build_optimizer, build_scheduler
 from ebm_policy.policies import Policy
@@ -204,10 +204,8 @@ class Trainer:
         self.snapshots["positive"].append(samples["positive"])
         self.snapshots["negative"].append(samples["negative"])
         arrays = {k: np.stack(v) for k, v in self.snapshots.items()}
-        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=self.out_dir)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, self.out_dir / SNAPSHOTS)
+        with atomic_path(self.out_dir / SNAPSHOTS) as tmp:
+            np.savez(tmp, **arrays)
 
     def _load_snapshots(self) -> None:
         path = self.out_dir / SNAPSHOTS

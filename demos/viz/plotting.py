@@ -16,6 +16,8 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Normalize, PowerNorm
 from matplotlib.figure import Figure
 
+from ebm_policy.fileio import atomic_path
+
 ENERGY_CMAP = "viridis_r"  # low energy (good actions) = bright yellow, high energy = dark
 ITER_CMAP = "plasma"
 
@@ -26,20 +28,10 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> Path:
-    """Write ``fig`` as a PNG at ``path`` atomically (temp file in the same folder + replace).
-
-    The temporary name carries the process id, so concurrent writers never share one; the file is
-    created with the usual permissions (umask), unlike ``tempfile.mkstemp``'s 0600.
-    """
+    """Write ``fig`` as a PNG at ``path`` atomically (``ebm_policy.fileio.atomic_path``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path, fsync=False) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
     return path
 
 
