@@ -38,6 +38,12 @@ class DemoConfig:
     num_envs: int = help_field(2, "parallel sub-envs during evaluation")
     videos: int = help_field(2, "videos per evaluation")
     seed: int = help_field(0, "seed of the demos and the training runs")
+    # CNN options passed to `ibc-gym train` (its defaults; the earlier env settings are
+    # --coord-conv --temperature 1.0 --no-center-input --conv-bias)
+    coord_conv: bool = help_field(TrainJobConfig.coord_conv, "CoordConv input channels (see `ibc-gym train`)")
+    temperature: float = help_field(TrainJobConfig.temperature, "soft-argmax temperature (see `ibc-gym train`)")
+    center_input: bool = help_field(TrainJobConfig.center_input, "median-centred input (see `ibc-gym train`)")
+    conv_bias: bool = help_field(TrainJobConfig.conv_bias, "3x3 convolution biases (see `ibc-gym train`)")
     parallel: bool = help_field(True, "train the policies of an env side by side, one process and thread each")
     fresh: bool = help_field(False, "delete --out first instead of reusing finished stages")
     progress: bool = help_field(True, "show progress bars")
@@ -68,7 +74,8 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
             TrainJobConfig(
                 data=data, policy=policy, out=cfg.out / "runs" / _slug(env_id) / policy,  # type: ignore[arg-type]
                 env=env_id, steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed, resume=True,
-                threads=1, progress=cfg.progress and not cfg.parallel,
+                threads=1, progress=cfg.progress and not cfg.parallel, coord_conv=cfg.coord_conv,
+                temperature=cfg.temperature, center_input=cfg.center_input, conv_bias=cfg.conv_bias,
             )
             for policy in cfg.policies
         ]

@@ -33,6 +33,10 @@ from ebm_policy import (
 
 @dataclass(frozen=True)
 class TrainJobConfig:
+    """Options of ``ibc-gym train``. The CNN defaults are the library's (no CoordConv, soft-argmax
+    temperature 0.1, median-centred input, bias-free 3x3 convolutions); the earlier env settings
+    are ``--coord-conv --temperature 1.0 --no-center-input --conv-bias``."""
+
     data: Path = help_field(Path("data/demos.h5"), "demo dataset (HDF5) from `ibc-gym collect`")
     policy: Literal["implicit", "explicit"] = help_field("implicit", "policy class")
     out: Path = help_field(Path("runs/implicit"), "run folder (checkpoints, logs)")
@@ -48,8 +52,11 @@ class TrainJobConfig:
     strides: tuple[int, ...] = help_field((2, 2, 1), "CNN stride per stage (2 halves the resolution)")
     hidden: tuple[int, ...] = help_field((256,), "MLP hidden layer widths")
     keypoints: int = help_field(16, "soft-argmax keypoints (channels of the 1x1 conv)")
-    coord_conv: bool = help_field(True, "append x/y coordinate channels to the image (CoordConv)")
-    temperature: float = help_field(1.0, "soft-argmax temperature (lower: sharper keypoints)")
+    coord_conv: bool = help_field(False, "append x/y coordinate channels to the image (CoordConv)")
+    temperature: float = help_field(0.1, "soft-argmax temperature (lower: sharper keypoints)")
+    center_input: bool = help_field(True, "subtract each image's per-channel median (its background)")
+    conv_bias: bool = help_field(False, "biases in the 3x3 convolutions")
+    dfo_resampling: Literal["stratified", "multinomial"] = help_field("stratified", "DFO resampling scheme (implicit)")
     seed: int = help_field(0, "seed of the weights, data order and counter-examples")
     resume: bool = help_field(False, "continue the interrupted run in --out")
     in_memory: bool = help_field(True, "read the whole dataset into memory (off: lazy reads)")
@@ -67,8 +74,8 @@ def build_policy(cfg: TrainJobConfig, low: Any, high: Any, action_dim: int) -> I
         pools=(1,) * len(cfg.channels),
         out_channels=cfg.keypoints,
         coord_conv=cfg.coord_conv,
-        center_input=False,  # the env demo figures in the README were measured with these two
-        conv_bias=True,
+        center_input=cfg.center_input,
+        conv_bias=cfg.conv_bias,
     )
     softargmax = SoftArgmaxConfig(temperature=cfg.temperature)
     optim = OptimConfig(lr=cfg.lr, scheduler=cfg.lr_schedule)
@@ -76,7 +83,9 @@ def build_policy(cfg: TrainJobConfig, low: Any, high: Any, action_dim: int) -> I
         config = ImplicitPolicyConfig(
             model=EBMConfig(action_dim=action_dim, cnn=cnn, softargmax=softargmax, hidden_dims=tuple(cfg.hidden)),
             infonce=InfoNCEConfig(num_counter_examples=cfg.counter_examples),
-            dfo=DFOConfig(num_samples=cfg.dfo_samples, iterations=cfg.dfo_iterations),
+            dfo=DFOConfig(
+                num_samples=cfg.dfo_samples, iterations=cfg.dfo_iterations, resampling=cfg.dfo_resampling
+            ),
             optim=optim,
         )
         return ImplicitPolicy(config, low, high, seed=cfg.seed)

@@ -16,7 +16,7 @@ from demos.collect import CollectConfig, collect
 from demos.demo import DemoConfig, run_demo
 from demos.evaluate import EvalConfig, evaluate, wilson_interval
 from demos.train import TrainJobConfig, run_train
-from ebm_policy import CheckpointError
+from ebm_policy import CheckpointError, load_checkpoint
 
 ENV = "ibc/ReachTarget-v0"
 SIZE = 32
@@ -141,8 +141,14 @@ def test_wilson_interval(k: int, n: int, expected: tuple[float, float]) -> None:
 
 def test_demo_end_to_end(tmp_path: Path) -> None:
     cfg = DemoConfig(out=tmp_path / "out", envs=("ibc/ReachTarget-v0",), episodes=2, image_size=SIZE, steps=2,
-                     batch_size=4, eval_episodes=2, num_envs=1, videos=1, progress=False)
+                     batch_size=4, eval_episodes=2, num_envs=1, videos=1, progress=False,
+                     coord_conv=True, temperature=1.0, center_input=False, conv_bias=True)  # the earlier settings
     rows = run_demo(cfg)
+    for policy in ("implicit", "explicit"):  # the CNN options reach the trained models
+        ckpt = load_checkpoint(cfg.out / "runs" / "ReachTarget-v0" / policy / "ckpt_last.pt")
+        cnn = ckpt["config"]["model"]["cnn"]
+        assert (cnn["coord_conv"], cnn["center_input"], cnn["conv_bias"]) == (True, False, True)
+        assert ckpt["config"]["model"]["softargmax"]["temperature"] == 1.0
     assert [(r["env"], r["policy"]) for r in rows] == [(ENV, "implicit"), (ENV, "explicit")]
     summary = json.loads((cfg.out / "summary.json").read_text())
     assert len(summary["rows"]) == 2
