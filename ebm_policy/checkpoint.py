@@ -137,7 +137,8 @@ def upgrade_config(config: Any) -> Any:
     """Fill options newer than a checkpoint with the values that reproduce its behaviour."""
     if not isinstance(config, dict):
         return config
-    cnn = config.get("model", {}).get("cnn")
+    model = config.get("model")
+    cnn = model.get("cnn") if isinstance(model, dict) else None
     for section, legacy in ((cnn, _LEGACY_CNN), (config.get("dfo"), _LEGACY_DFO)):
         if isinstance(section, dict):
             for key, value in legacy.items():

@@ -9,6 +9,7 @@ whole batch at once, so the result does not depend on how the energy evaluation 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,6 +35,17 @@ class DFOHistory:
     energies: list[Tensor]
 
 
+def check_energies(energies: Tensor) -> None:
+    """Raise a ``ValueError`` unless ``energies (B, M)`` can be resampled: no NaN, no ``-inf``,
+    and at least one finite energy per problem (``+inf`` marks a sample as impossible)."""
+    usable = ~(torch.isnan(energies) | (energies == -math.inf)).any() & torch.isfinite(energies).any(-1).all()
+    if not bool(usable):
+        raise ValueError(
+            "DFO: the energy function returned NaN or -inf, or +inf for every sample of a problem "
+            f"(energies of shape {tuple(energies.shape)}); check the model and its inputs"
+        )
+
+
 def resample_indices(
     energies: Tensor, scheme: str = "stratified", generator: torch.Generator | None = None
 ) -> Tensor:
@@ -42,6 +54,9 @@ def resample_indices(
     ``multinomial``: M independent draws. ``stratified``: the i-th index inverts the cumulative
     probabilities at ``(i + u_i) / M`` with ``u_i ~ U[0, 1)``, so the indices come out sorted and
     each sample is drawn ``M * p_i`` times in expectation, with less spread than multinomial.
+    The cumulative sum is taken in float64: in float32, ``i + u_i`` rounds up near ``i = M`` for
+    M in the thousands, which would draw zero-weight samples. ``energies`` must pass
+    ``check_energies``.
     """
     if scheme == "multinomial":
         probs = torch.softmax(-energies, dim=-1)
@@ -49,12 +64,15 @@ def resample_indices(
     if scheme != "stratified":
         raise ValueError(f"unknown resampling scheme {scheme!r}; choose stratified or multinomial")
     b, m = energies.shape
-    weights = torch.exp(energies.amin(dim=-1, keepdim=True) - energies)  # (B, M), max 1
+    e = energies.double()
+    weights = torch.exp(e.amin(dim=-1, keepdim=True) - e)  # (B, M), max 1; +inf -> 0
     cdf = torch.cumsum(weights, dim=-1)
-    u = torch.rand((b, m), generator=generator, device=energies.device, dtype=cdf.dtype)
-    u = (u + torch.arange(m, device=energies.device, dtype=cdf.dtype)) * (cdf[:, -1:] / m)
+    total = cdf[:, -1:]
+    u = torch.rand((b, m), generator=generator, device=energies.device, dtype=torch.float64)
+    u = (u + torch.arange(m, device=energies.device, dtype=torch.float64)) * (total / m)
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # strictly below the total
     # right=True: the first i with cdf[i] > u, so zero-weight samples are never drawn.
-    return torch.searchsorted(cdf, u, right=True).clamp_(max=m - 1)
+    return torch.searchsorted(cdf, u, right=True)
 
 
 class DerivativeFreeOptimizer:
@@ -86,6 +104,7 @@ class DerivativeFreeOptimizer:
         rows = torch.arange(batch_size, device=low.device).unsqueeze(1)
         for _ in range(cfg.iterations):
             energies = energy_fn(samples)
+            check_energies(energies)
             if return_history:
                 hist.samples.append(samples)
                 hist.energies.append(energies)
@@ -95,6 +114,7 @@ class DerivativeFreeOptimizer:
             samples = torch.clamp(samples + noise * sigma, low, high)
             sigma = sigma * cfg.noise_shrink
         energies = energy_fn(samples)
+        check_energies(energies)
         best = samples[rows.squeeze(1), energies.argmin(dim=-1)]
         if return_history:
             hist.samples.append(samples)

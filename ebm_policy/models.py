@@ -54,6 +54,8 @@ class EnergyHead(nn.Module):
         w_a_t = self.first.weight[:, d:].t()  # (A, H)
         proj = torch.addmm(self.first.bias, features, self.first.weight[:, :d].t())  # (B, H)
         b, m, _ = actions.shape
+        if b == 0 or m == 0:
+            return proj.new_empty(b, m)
         if m <= max_rows:
             per = max(1, max_rows // m)  # images per group
             parts = []
