@@ -31,7 +31,9 @@ class EvalConfig:
     videos: int = help_field(3, "record the first k episodes as mp4")
     render_size: int = help_field(256, "video frame size in pixels")
     env: str | None = help_field(None, "env id (default: the one the checkpoint was trained on)")
-    out: Path | None = help_field(None, "output folder (default: <ckpt folder>/eval)")
+    out: Path | None = help_field(
+        None, "output folder (default: <ckpt folder>/eval, or eval_dfo-<samples>x<iters>-<resampling> with --dfo-*)"
+    )
     threads: int = help_field(1, "torch threads for the policy (small models run fastest on 1)")
     dfo_samples: int | None = help_field(None, "implicit: DFO samples (default: the checkpoint's)")
     dfo_iterations: int | None = help_field(None, "implicit: DFO iterations (default: the checkpoint's)")
@@ -95,13 +97,22 @@ def apply_dfo_overrides(agent: Any, overrides: dict[str, Any]) -> dict[str, Any]
     return config_to_dict(policy.config.dfo)
 
 
+def eval_folder_name(overrides: dict[str, Any], dfo: dict[str, Any] | None) -> str:
+    """``eval`` for the checkpoint's own settings; with DFO overrides a folder named by the DFO
+    used (``eval_dfo-16384x3-stratified``), so the default ``eval/metrics.json`` that ``demo``
+    and ``report`` read keeps describing the checkpoint as trained."""
+    if not overrides or dfo is None:
+        return "eval"
+    return f"eval_dfo-{dfo['num_samples']}x{dfo['iterations']}-{dfo['resampling']}"
+
+
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt``; returns the metrics also written to ``<out>/metrics.json``."""
     torch.set_num_threads(cfg.threads)
     agent = load_agent(cfg.ckpt, env_id=cfg.env)
     dfo = apply_dfo_overrides(agent, cfg.dfo_overrides())
     env_id = cfg.env or agent.env_id
-    out = cfg.out or Path(cfg.ckpt).parent / "eval"
+    out = cfg.out or Path(cfg.ckpt).parent / eval_folder_name(cfg.dfo_overrides(), dfo)
     seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
     overlap = set(seeds) & set(agent.train_seeds)
     if overlap:

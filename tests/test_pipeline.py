@@ -99,12 +99,22 @@ def test_eval_refuses_training_seeds(runs: dict[str, Path], tmp_path: Path) -> N
 
 
 def test_eval_dfo_overrides_are_applied_and_recorded(runs: dict[str, Path], tmp_path: Path) -> None:
-    cfg = EvalConfig(ckpt=runs["implicit"], episodes=1, num_envs=1, videos=0, out=tmp_path, progress=False,
+    from demos.evaluate import apply_dfo_overrides
+
+    agent = load_agent(runs["implicit"])
+    apply_dfo_overrides(agent, {"num_samples": 64, "iterations": 1})
+    assert (agent.policy.dfo.cfg.num_samples, agent.policy.dfo.cfg.iterations) == (64, 1)  # what runs
+    default_eval = runs["implicit"].parent / "eval" / "metrics.json"
+    before = default_eval.read_bytes() if default_eval.exists() else None
+    cfg = EvalConfig(ckpt=runs["implicit"], episodes=1, num_envs=1, videos=0, progress=False,
                      dfo_samples=64, dfo_iterations=1, dfo_resampling="multinomial")
     metrics = evaluate(cfg)
     assert metrics["dfo"]["num_samples"] == 64 and metrics["dfo"]["iterations"] == 1
     assert metrics["dfo"]["resampling"] == "multinomial"
-    assert json.loads((tmp_path / "metrics.json").read_text())["dfo"] == metrics["dfo"]
+    own = runs["implicit"].parent / "eval_dfo-64x1-multinomial" / "metrics.json"
+    assert json.loads(own.read_text())["dfo"] == metrics["dfo"]
+    # the checkpoint's own evaluation (read by `demo` and `report`) is left alone
+    assert (default_eval.read_bytes() if default_eval.exists() else None) == before
     with pytest.raises(ValueError, match="--dfo-\\* options apply to implicit policies, not to explicit"):
         evaluate(EvalConfig(ckpt=runs["explicit"], episodes=1, dfo_samples=64, out=tmp_path, progress=False))
 

@@ -129,3 +129,24 @@ def test_missing_snapshots_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(FileNotFoundError, match="energy_snapshots"):
         run_infonce(InfoNCEFigConfig(out=tmp_path, ckpt=tmp_path / "run" / "ckpt_last.pt"))
+
+
+def test_coord_model_cache_is_reused_only_for_the_same_model(tmp_path: Path) -> None:
+    """A cached model is reused when its config and steps match; one trained with other settings
+    (here: an older CNN config) is retrained, not silently reused."""
+    import torch
+
+    from demos.viz.coord_pipeline import CoordRegFigConfig, train_here
+
+    cfg = CoordRegFigConfig(out=tmp_path, quick=True)
+    first = train_here(cfg, "explicit", 32)
+    ckpt_path = first.run_dir / "ckpt_last.pt"
+    stamp = ckpt_path.stat().st_mtime_ns
+    assert train_here(cfg, "explicit", 32).run_dir == first.run_dir
+    assert ckpt_path.stat().st_mtime_ns == stamp  # reused, not retrained
+    payload = torch.load(ckpt_path, weights_only=False)
+    payload["config"]["model"]["cnn"]["coord_conv"] = True  # as if trained with other settings
+    torch.save(payload, ckpt_path)
+    again = train_here(cfg, "explicit", 32)
+    assert not again.policy.config.model.cnn.coord_conv  # retrained with today's settings
+    assert torch.load(ckpt_path, weights_only=False)["config"]["model"]["cnn"]["coord_conv"] is False

@@ -32,6 +32,7 @@ from ebm_policy import (
     train,
 )
 from ebm_policy.checkpoint import policy_from_checkpoint
+from ebm_policy.config import config_to_dict
 
 Policy = ImplicitPolicy | ExplicitPolicy
 
@@ -98,13 +99,15 @@ def train_here(cfg: CoordRegFigConfig, kind: str, res: int) -> Trained:
         / f"coord-{kind}-{cfg.split}-{res}px-n{n_train}-seed{cfg.seed}-{steps}steps"
     )
     last = run_dir / "ckpt_last.pt"
-    if cfg.cache and last.is_file() and int(load_checkpoint(last)["step"]) >= steps:
-        return load_trained(last, kind)
-    if not cfg.cache and run_dir.exists():
-        shutil.rmtree(run_dir)
-    train_set, _ = make_split(cfg.split, n_train, 1, cfg.seed, resolution=res)
     exp_cfg = CoordRegressionConfig(resolution=res, counter_examples=64, dfo_samples=1024)
     policy = make_policy(kind, exp_cfg, cfg.seed)
+    if cfg.cache and last.is_file():
+        cached = load_checkpoint(last)  # reused only if it is this very model, fully trained
+        if cached["config"] == config_to_dict(policy.config) and int(cached["step"]) >= steps:
+            return load_trained(last, kind)
+    if run_dir.exists():  # no cache wanted, or one from other settings or an unfinished run
+        shutil.rmtree(run_dir)
+    train_set, _ = make_split(cfg.split, n_train, 1, cfg.seed, resolution=res)
     print(
         f"training the {kind} coordinate-regression model on {n_train} images for {steps} steps -> {run_dir}"
     )
