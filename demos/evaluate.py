@@ -110,9 +110,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt``; returns the metrics also written to ``<out>/metrics.json``."""
     torch.set_num_threads(cfg.threads)
     agent = load_agent(cfg.ckpt, env_id=cfg.env)
-    dfo = apply_dfo_overrides(agent, cfg.dfo_overrides())
+    overrides = cfg.dfo_overrides()
+    dfo = apply_dfo_overrides(agent, overrides)
     env_id = cfg.env or agent.env_id
-    out = cfg.out or Path(cfg.ckpt).parent / eval_folder_name(cfg.dfo_overrides(), dfo)
+    out = cfg.out or Path(cfg.ckpt).parent / eval_folder_name(overrides, dfo)
     seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
     overlap = set(seeds) & set(agent.train_seeds)
     if overlap:

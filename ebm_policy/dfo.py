@@ -1,7 +1,8 @@
 """Derivative-free optimizer (DFO): iterated importance resampling towards low energy.
 
 Per iteration: evaluate the energies of M samples, resample M of them (with replacement) with
-probabilities ``softmax(-E)`` (multinomial or stratified draws, see ``DFOConfig``), add Gaussian noise, clamp to the bounds and shrink the noise.
+probabilities ``softmax(-E)`` (multinomial or stratified draws, see ``DFOConfig``), add Gaussian
+noise, clamp to the bounds and shrink the noise.
 After the last iteration the energies of the final samples are evaluated and the lowest-energy
 sample is returned. All randomness comes from the ``torch.Generator`` passed in, drawn for the
 whole batch at once, so the result does not depend on how the energy evaluation is chunked.

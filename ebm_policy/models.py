@@ -50,21 +50,15 @@ class EnergyHead(nn.Module):
         per group, few kernel launches on a GPU); otherwise each image's actions are split into
         chunks of ``max_rows`` scored in a reused workspace.
         """
+        b, m, _ = actions.shape
+        if b == 0 or m == 0:
+            return actions.new_empty(b, m)
+        if m <= max_rows:  # whole images per group: plain ``forward`` on slices of the batch
+            per = max(1, max_rows // m)
+            return torch.cat([self(features[i : i + per], actions[i : i + per]) for i in range(0, b, per)])
         d = self.feature_dim
         w_a_t = self.first.weight[:, d:].t()  # (A, H)
         proj = torch.addmm(self.first.bias, features, self.first.weight[:, :d].t())  # (B, H)
-        b, m, _ = actions.shape
-        if b == 0 or m == 0:
-            return proj.new_empty(b, m)
-        if m <= max_rows:
-            per = max(1, max_rows // m)  # images per group
-            parts = []
-            for i in range(0, b, per):
-                hidden = torch.baddbmm(
-                    proj[i : i + per, None], actions[i : i + per], w_a_t.expand(min(per, b - i), -1, -1)
-                )
-                parts.append(self.rest(hidden.relu_()).squeeze(-1))
-            return parts[0] if len(parts) == 1 else torch.cat(parts)
         workspace = proj.new_empty(max_rows, proj.shape[1])
         out = proj.new_empty(b, m)
         last = self.rest[-1]

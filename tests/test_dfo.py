@@ -202,6 +202,12 @@ def test_chunking_does_not_change_the_answer(model: EBMConvMLP, max_chunk_elemen
     assert torch.allclose(got, expected, atol=1e-6)
 
 
+def test_default_chunk_size_depends_on_the_device() -> None:
+    assert DFOConfig().chunk_elements("cpu") == 1 << 20  # cache-sized
+    assert DFOConfig().chunk_elements("cuda") == 1 << 26  # few large kernels
+    assert DFOConfig(max_chunk_elements=500).chunk_elements("cuda") == 500
+
+
 def test_bench_dfo_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     from demos.bench_dfo import BenchDfoConfig, run_bench_dfo
 
