@@ -150,6 +150,8 @@ class CoordRegressionConfig:
     )
     temperature: float = help_field(0.1, "spatial soft-argmax temperature")
     coord_conv: bool = help_field(False, "append coordinate channels to the input (the reference's option)")
+    center_input: bool = help_field(True, "subtract each image's per-channel median (its background)")
+    conv_bias: bool = help_field(False, "biases in the 3x3 convolutions")
     dfo_samples: int = help_field(2048, "DFO samples at evaluation")
     dfo_iterations: int = help_field(5, "DFO iterations at evaluation")
     resolution: int = help_field(96, "image size in pixels")
@@ -168,7 +170,9 @@ QUICK = {
 
 def make_policy(kind: str, cfg: CoordRegressionConfig, seed: int) -> ImplicitPolicy | ExplicitPolicy:
     """The implicit or explicit policy of the experiment (same backbone for both)."""
-    cnn = CNNConfig.preset(cfg.backbone, coord_conv=cfg.coord_conv)
+    cnn = CNNConfig.preset(
+        cfg.backbone, coord_conv=cfg.coord_conv, center_input=cfg.center_input, conv_bias=cfg.conv_bias
+    )
     softargmax = SoftArgmaxConfig(temperature=cfg.temperature)
     low, high = target_bounds(cfg.resolution)
     if kind == "implicit":
