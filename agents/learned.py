@@ -34,7 +34,11 @@ class BCAgent:
         self.metadata = dict(metadata)
         self.env_id: str = metadata["env_id"]
         self.image_shape = tuple(int(v) for v in metadata["image_shape"])
-        self.env_kwargs: dict[str, Any] = {"obs_type": "pixels", "image_size": self.image_shape[0]}
+        # Checkpoints from before action_type existed were trained on absolute set-points.
+        self.action_type: str = str(dict(metadata["env_kwargs"]).get("action_type", "position"))
+        self.env_kwargs: dict[str, Any] = {
+            "obs_type": "pixels", "image_size": self.image_shape[0], "action_type": self.action_type
+        }
         self.train_seeds: list[int] = [int(s) for s in metadata.get("train_seeds", [])]
         self._seed = seed
         self.generator = torch.Generator().manual_seed(seed)

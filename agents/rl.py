@@ -28,6 +28,7 @@ class RLConfig:
 
     env_id: str = "ibc/ReachTarget-v0"
     image_size: int = 64
+    action_type: str = "position"
     total_timesteps: int = 20_000
     num_envs: int = 4
     n_steps: int = 128
@@ -38,8 +39,10 @@ class RLConfig:
     seed: int = 0
 
 
-def _make_env(env_id: str, image_size: int) -> gym.Env:
-    return gym.make(env_id, obs_type="pixels", image_size=image_size, reward_type="dense")
+def _make_env(env_id: str, image_size: int, action_type: str) -> gym.Env:
+    return gym.make(
+        env_id, obs_type="pixels", image_size=image_size, reward_type="dense", action_type=action_type
+    )
 
 
 def train_ppo(cfg: RLConfig, out_dir: str | os.PathLike[str]) -> Path:
@@ -51,7 +54,7 @@ def train_ppo(cfg: RLConfig, out_dir: str | os.PathLike[str]) -> Path:
         raise ValueError(f"PPO's CNN policy (NatureCNN) needs images of at least 36 px, got {cfg.image_size}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    venv = make_vec_env(lambda: _make_env(cfg.env_id, cfg.image_size), n_envs=cfg.num_envs, seed=cfg.seed)
+    venv = make_vec_env(lambda: _make_env(cfg.env_id, cfg.image_size, cfg.action_type), n_envs=cfg.num_envs, seed=cfg.seed)
     model = PPO(
         "CnnPolicy",
         venv,
@@ -83,7 +86,10 @@ class PPOAgent:
         self.config = cfg
         self.env_id = cfg.env_id
         self.image_size = cfg.image_size
-        self.env_kwargs = {"obs_type": "pixels", "image_size": cfg.image_size}
+        self.action_type = cfg.action_type
+        self.env_kwargs = {
+            "obs_type": "pixels", "image_size": cfg.image_size, "action_type": cfg.action_type
+        }
         self.train_seeds: list[int] = []  # trained from reward alone, on unseeded resets
 
     @classmethod

@@ -80,6 +80,24 @@ def make_vector_env(
     )
 
 
+def check_action_type(env: gym.vector.VectorEnv, policy: Any) -> None:
+    """Refuse a policy whose ``action_type`` differs from the env's (a policy without one, or an
+    env without one, passes): a position policy's actions mean nothing as displacements."""
+    wanted = getattr(policy, "action_type", None)
+    if wanted is None:
+        return
+    try:
+        got = set(env.get_attr("action_type"))
+    except AttributeError:
+        return
+    if got != {wanted}:
+        raise ValueError(
+            f"{type(policy).__name__} acts with action_type={wanted!r} but the env was made with "
+            f"action_type={sorted(got)}; make the env with the policy's action_type "
+            f"(agent.env_kwargs)"
+        )
+
+
 def _index(tree: Any, i: int) -> Any:
     if isinstance(tree, dict):
         return {k: _index(v, i) for k, v in tree.items()}
@@ -152,6 +170,7 @@ def rollout(
     """
     if env.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
         raise ValueError("rollout() needs a vector env with autoreset disabled: use make_vector_env()")
+    check_action_type(env, policy)
     wants_frames = record_frames if callable(record_frames) else (lambda i: i < int(record_frames))
     n = env.num_envs
     stats = stats if stats is not None else RolloutStats()

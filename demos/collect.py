@@ -24,6 +24,9 @@ class CollectConfig:
     noise: float = help_field(0.0, "std of Gaussian noise added to the expert's actions")
     image_size: int = help_field(96, "observation image size in pixels")
     obs_type: Literal["pixels", "pixels_agent_pos", "state"] = help_field("pixels", "observation type")
+    action_type: Literal["position", "delta"] = help_field(
+        "position", "actions: absolute set-points, or displacements of the set-point per step"
+    )
     num_envs: int = help_field(1, "sub-envs stepped together")
     keep_failures: bool = help_field(False, "also keep episodes where the expert failed")
     overwrite: bool = help_field(False, "replace an existing output file")
@@ -34,9 +37,9 @@ def collect(cfg: CollectConfig) -> Path:
     """Collect ``cfg.episodes`` expert episodes and write them atomically to ``cfg.out``."""
     if cfg.episodes <= 0:
         raise ValueError(f"--episodes must be positive, got {cfg.episodes}")
-    env_kwargs = {"obs_type": cfg.obs_type, "image_size": cfg.image_size}
+    env_kwargs = {"obs_type": cfg.obs_type, "image_size": cfg.image_size, "action_type": cfg.action_type}
     env = make_vector_env(cfg.env, cfg.num_envs, **env_kwargs)
-    expert = make_expert(cfg.env, seed=cfg.seed, noise=cfg.noise)
+    expert = make_expert(cfg.env, seed=cfg.seed, noise=cfg.noise, action_type=cfg.action_type)
     source = {"agent": "expert", "noise": cfg.noise, "seed": cfg.seed}
     kept = failed = 0
     bar = tqdm(total=cfg.episodes, desc=f"collect {cfg.env}", unit="ep", disable=not cfg.progress)

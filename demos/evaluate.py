@@ -31,6 +31,9 @@ class EvalConfig:
     videos: int = help_field(3, "record the first k episodes as mp4")
     render_size: int = help_field(256, "video frame size in pixels")
     env: str | None = help_field(None, "env id (default: the one the checkpoint was trained on)")
+    action_type: Literal["position", "delta"] | None = help_field(
+        None, "the env's action type (default: the checkpoint's; another one is refused)"
+    )
     out: Path | None = help_field(
         None, "output folder (default: <ckpt folder>/eval, or eval_dfo-<samples>x<iters>-<resampling> with --dfo-*)"
     )
@@ -123,6 +126,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         )
     num_envs = max(1, min(cfg.num_envs, cfg.episodes))
     env_kwargs = dict(agent.env_kwargs, render_mode="rgb_array", render_size=cfg.render_size)
+    if cfg.action_type is not None:
+        env_kwargs["action_type"] = cfg.action_type
     env = make_vector_env(env_id, num_envs, asynchronous=cfg.asynchronous and num_envs > 1, **env_kwargs)
     stats = RolloutStats()
     bar = tqdm(total=cfg.episodes, desc=f"eval {agent.kind} on {env_id}", unit="ep", disable=not cfg.progress)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import envs  # noqa: F401  (registers the ibc/ ids)
 from agents.experts import make_expert
@@ -21,18 +22,22 @@ class VideoConfig:
     seed: int = help_field(1000, "episode i is reset with seed + i")
     image_size: int = help_field(96, "observation image size (a checkpoint's own size wins)")
     render_size: int = help_field(256, "video frame size in pixels")
+    action_type: Literal["position", "delta"] = help_field(
+        "position", "the expert's action type (a checkpoint's own wins)"
+    )
 
 
 def record_videos(cfg: VideoConfig) -> list[Path]:
     """Roll out ``cfg.episodes`` episodes and write one video per episode."""
     env_kwargs = {"image_size": cfg.image_size, "render_mode": "rgb_array", "render_size": cfg.render_size}
     if cfg.agent == "expert":
-        policy, label = make_expert(cfg.env, seed=cfg.seed), "expert"
+        policy = make_expert(cfg.env, seed=cfg.seed, action_type=cfg.action_type)
+        env_kwargs["action_type"], label = cfg.action_type, "expert"
     else:
         from agents.learned import load_agent
 
         policy = load_agent(cfg.agent, env_id=cfg.env)
-        env_kwargs["image_size"] = policy.image_size
+        env_kwargs.update(image_size=policy.image_size, action_type=policy.action_type)
         label = policy.kind
     env = make_vector_env(cfg.env, 1, **env_kwargs)
     try:

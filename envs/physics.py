@@ -34,6 +34,8 @@ RED: RGBA = (0.90, 0.12, 0.12, 1.0)
 GREEN: RGBA = (0.10, 0.70, 0.15, 1.0)
 REACHED_COLOR: RGBA = (0.35, 0.35, 0.35, 1.0)  # dark grey: a target already reached in a sequence
 FRAME_COLOR: RGBA = (0.45, 0.45, 0.45, 1.0)  # the line around the workspace
+OBSTACLE_COLOR: RGBA = (0.10, 0.10, 0.10, 1.0)  # near black: a wall the disc collides with
+OBSTACLE_HEIGHT = 0.06  # the wall spans z in [0, 0.06], the disc's z range [0.02, 0.04] inside it
 FRAME_WIDTH = 0.03  # normalized
 # The floor is TinyRenderer's white background: drawing a floor would cost more than the rest of
 # the scene, as its cost grows with the pixels each face covers.
@@ -165,7 +167,10 @@ class PlanarScene:
     to the set-point, so the disc moves in a straight line at up to 1.25 units/s (1.6 s across
     the workspace) and settles on the set-point without overshoot. The motion is first order:
     the next position depends only on the position and the set-point, never on a hidden velocity.
-    Targets are visual-only (nothing collides).
+    Targets are visual-only. With ``obstacle_half_extents``, the scene also holds a static box
+    wall (a pybullet collision body, placed by ``set_obstacle``) and the disc gets a collision
+    cylinder: the wall stops the disc, which slides along it only as far as the set-point pulls it
+    sideways.
     """
 
     MAX_SPEED = 1.25  # normalized units per second
@@ -173,7 +178,12 @@ class PlanarScene:
     SUBSTEPS = 10  # physics steps per control step (100 Hz)
     MOTOR_FORCE = 1000.0
 
-    def __init__(self, n_targets: int, target_colors: Sequence[RGBA]) -> None:
+    def __init__(
+        self,
+        n_targets: int,
+        target_colors: Sequence[RGBA],
+        obstacle_half_extents: tuple[float, float] | None = None,
+    ) -> None:
         self.client = new_client()
         c = self.client
         self._dt = 1.0 / (CONTROL_HZ * self.SUBSTEPS)
@@ -193,10 +203,28 @@ class PlanarScene:
         disc = c.createVisualShape(
             pybullet.GEOM_CYLINDER, radius=AGENT_RADIUS, length=0.02, rgbaColor=AGENT_COLOR
         )
+        self.obstacle: int | None = None
+        disc_collision = -1
+        if obstacle_half_extents is not None:
+            hx, hy = obstacle_half_extents
+            extents = [hx, hy, OBSTACLE_HEIGHT / 2]
+            self.obstacle = c.createMultiBody(
+                baseMass=0,
+                baseCollisionShapeIndex=c.createCollisionShape(
+                    pybullet.GEOM_BOX, halfExtents=extents
+                ),
+                baseVisualShapeIndex=c.createVisualShape(
+                    pybullet.GEOM_BOX, halfExtents=extents, rgbaColor=OBSTACLE_COLOR
+                ),
+                basePosition=[0.0, 0.0, OBSTACLE_HEIGHT / 2],
+            )
+            disc_collision = c.createCollisionShape(
+                pybullet.GEOM_CYLINDER, radius=AGENT_RADIUS, height=0.02
+            )
         self.agent = c.createMultiBody(
             baseMass=0,
             linkMasses=[1.0, 1.0],
-            linkCollisionShapeIndices=[-1, -1],
+            linkCollisionShapeIndices=[-1, disc_collision],
             linkVisualShapeIndices=[-1, disc],
             linkPositions=[[0, 0, 0], [0, 0, 0.03]],  # the disc's z: [0.02, 0.04], above targets
             linkOrientations=[[0, 0, 0, 1]] * 2,
@@ -245,6 +273,14 @@ class PlanarScene:
 
     def set_target_color(self, k: int, color: RGBA) -> None:
         self.client.changeVisualShape(self.targets[k], -1, rgbaColor=color)
+
+    def set_obstacle(self, center: np.ndarray, angle: float) -> None:
+        """Place the wall: centre ``(x, y)``, its local x axis at ``angle`` (radians) from world x."""
+        if self.obstacle is None:
+            raise RuntimeError("this scene was built without an obstacle")
+        orientation = self.client.getQuaternionFromEuler([0.0, 0.0, float(angle)])
+        position = [float(center[0]), float(center[1]), OBSTACLE_HEIGHT / 2]
+        self.client.resetBasePositionAndOrientation(self.obstacle, position, orientation)
 
     @property
     def agent_pos(self) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The three planar reach envs: a blue disc driven to red/green target markers on a floor."""
+"""The planar reach envs: a blue disc driven to red/green target markers on a floor."""
 
 from __future__ import annotations
 
@@ -223,4 +223,69 @@ class ReachSequenceEnv(ReachEnv):
 
     task: ClassVar[ReachTask] = ReachTask(
         n_targets=2, sequential=True, target_colors=(RED, GREEN), reached_color=REACHED_COLOR
+    )
+
+
+class ReachAllTargetsEnv(ReachEnv):
+    """Drive a disc onto each of three identical targets, in any order (a multimodal task).
+
+    ## Description
+
+    As ``ibc/ReachTarget-v0`` (same disc, controller, floor, camera and 10 Hz control) with three
+    identical red target markers. A target turns dark grey once the disc centre comes within 0.1
+    of it, so the image shows which targets are left. Success: all three reached.
+
+    Why it is multimodal, over many steps: at the start and after each target the disc may head
+    for any target still red, and the scripted expert picks one of them uniformly at random. The
+    choice stands for the whole leg (several steps), and the average of the choices (the mean of
+    the red targets) is not a target: a policy that regresses the mean action drives between the
+    targets and parks there.
+
+    ## Action Space
+
+    ``Box(-1, 1, (2,), float32)``: ``action_type="position"`` (default) an absolute set-point,
+    ``"delta"`` a displacement of the set-point from the disc, as in ``ibc/ReachTarget-v0``.
+
+    ## Observation Space
+
+    ``"pixels"`` (default), ``"pixels_agent_pos"`` as in ``ibc/ReachTarget-v0``; ``"state"`` is
+    ``Box(-1, 1, (11,), float32)``: agent ``x, y``, the three targets' ``x, y``, then the three
+    reached flags (0 or 1).
+
+    ## Rewards
+
+    ``"dense"`` (default): minus the length of the shortest path from the disc through the targets
+    not yet reached (in the best order). ``"sparse"``: ``1.0`` on success, else ``0.0``.
+
+    ## Starting State
+
+    Target centres uniform in ``[-0.8, 0.8]^2`` at least 0.5 apart; the disc at rest, uniform in
+    ``[-0.9, 0.9]^2`` at least 0.4 from every target.
+
+    ## Episode End
+
+    Terminated when the last of the three targets is reached. Truncated after 80 steps.
+
+    ## Info
+
+    ``is_success``, ``distance`` (to the nearest target not yet reached), ``agent_pos`` (float32
+    ``(2,)``), ``targets`` (float32 ``(3, 2)``), ``reached`` (bool ``(3,)``), ``phase`` (int: the
+    number of targets reached).
+
+    ## Arguments
+
+    ``obs_type``, ``image_size``, ``reward_type``, ``action_type``, ``render_mode``,
+    ``render_size``: as in ``ibc/ReachTarget-v0``.
+
+    ## Version History
+
+    - v0: initial version.
+    """
+
+    task: ClassVar[ReachTask] = ReachTask(
+        n_targets=3,
+        sequential=False,
+        visit_all=True,
+        target_colors=(RED, RED, RED),
+        reached_color=REACHED_COLOR,
     )

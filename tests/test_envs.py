@@ -13,27 +13,16 @@ from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
-from envs.physics import TARGET_RADIUS, VIEW_HALF_EXTENT
+from agents.experts import make_expert
+from envs.physics import RED, TARGET_RADIUS, VIEW_HALF_EXTENT, PlanarScene
 
-PLANAR = ("ibc/ReachTarget-v0", "ibc/ReachAnyTarget-v0", "ibc/ReachSequence-v0")
 OBS_TYPES = ("pixels", "pixels_agent_pos", "state")
-N_TARGETS = {
-    "ibc/ReachTarget-v0": 1,
-    "ibc/ReachAnyTarget-v0": 2,
-    "ibc/ReachSequence-v0": 2,
-    "ibc/ArmReach-v0": 1,
-}
-INFO_KEYS = {"is_success", "distance", "agent_pos", "targets", "phase"}
+INFO_KEYS = {"is_success", "distance", "agent_pos", "targets", "reached", "phase"}
 
 
 def make(env_id: str, **kwargs: Any) -> gym.Env:
     kwargs.setdefault("image_size", 64)
     return gym.make(env_id, **kwargs)
-
-
-def goal(info: dict[str, Any]) -> np.ndarray:
-    targets = info["targets"]
-    return targets[min(info["phase"], len(targets) - 1)]
 
 
 def pixel_of(xy: np.ndarray, size: int) -> tuple[float, float]:
@@ -82,9 +71,9 @@ def test_env_checkers(env_id: str, obs_type: str) -> None:
 
 @pytest.mark.parametrize("env_id", envs.ENV_IDS)
 def test_spaces_and_info(env_id: str) -> None:
-    k = N_TARGETS[env_id]
     for obs_type in OBS_TYPES:
         env = make(env_id, obs_type=obs_type, image_size=48)
+        k, extra = env.unwrapped.task.n_targets, env.unwrapped.extra_state_dim
         assert env.metadata["render_fps"] == 10 and env.metadata["render_modes"] == ["rgb_array"]
         assert env.action_space == gym.spaces.Box(-1, 1, (2,), np.float32)
         obs, info = env.reset(seed=1)
@@ -95,6 +84,7 @@ def test_spaces_and_info(env_id: str) -> None:
             assert isinstance(info["phase"], int)
             assert info["agent_pos"].dtype == np.float32 and info["agent_pos"].shape == (2,)
             assert info["targets"].dtype == np.float32 and info["targets"].shape == (k, 2)
+            assert info["reached"].dtype == bool and info["reached"].shape == (k,)
             obs, _, _, _, info = env.step(env.action_space.sample())
             assert obs in env.observation_space
         if obs_type == "pixels":
@@ -102,9 +92,10 @@ def test_spaces_and_info(env_id: str) -> None:
         elif obs_type == "pixels_agent_pos":
             np.testing.assert_array_equal(obs["agent_pos"], info["agent_pos"])
         else:
-            assert obs.shape == (2 + 3 * k,)
+            assert obs.shape == (2 + 3 * k + extra,)
             np.testing.assert_array_equal(obs[:2], info["agent_pos"])
             np.testing.assert_array_equal(obs[2 : 2 + 2 * k], info["targets"].ravel())
+            np.testing.assert_array_equal(obs[2 + 2 * k : 2 + 3 * k], info["reached"])
         env.close()
 
 
@@ -151,6 +142,7 @@ def test_good_actions_and_clipping() -> None:
     [
         {"obs_type": "rgb"},
         {"reward_type": "shaped"},
+        {"action_type": "velocity"},
         {"render_mode": "human"},
         {"image_size": 0},
         {"image_size": 64.0},
@@ -229,19 +221,25 @@ def test_start_state_separation(env_id: str) -> None:
 # ---- task logic -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("action_type", envs.ACTION_TYPES)
 @pytest.mark.parametrize("env_id", envs.ENV_IDS)
-def test_goal_setpoint_succeeds_and_rewards(env_id: str) -> None:
-    dense = make(env_id, obs_type="state")
-    sparse = make(env_id, obs_type="state", reward_type="sparse")
+def test_expert_succeeds_and_rewards(env_id: str, action_type: str) -> None:
+    dense = make(env_id, obs_type="state", action_type=action_type)
+    sparse = make(env_id, obs_type="state", reward_type="sparse", action_type=action_type)
+    task = dense.unwrapped.task
+    expert = make_expert(env_id, seed=0, action_type=action_type)
     _, info = dense.reset(seed=3)
     sparse.reset(seed=3)
     for _ in range(dense.spec.max_episode_steps):
-        action = goal(info)
+        action = expert.select_action(None, info)
         _, reward, terminated, truncated, info = dense.step(action)
         _, sparse_reward, *_ = sparse.step(action)
-        # ReachSequence: see test_sequence_dense_reward_counts_the_remaining_leg.
-        if env_id != "ibc/ReachSequence-v0":
+        # The dense reward is minus the path left through the targets still to reach: the
+        # distance to the nearest one when only one is left (or any one will do).
+        one_left = not (task.sequential or task.visit_all) or info["phase"] >= task.n_targets - 1
+        if one_left:
             assert reward == -info["distance"]
+        assert reward <= -info["distance"] + 1e-9
         assert sparse_reward == (1.0 if info["is_success"] else 0.0)
         assert terminated == info["is_success"]
         if terminated or truncated:
@@ -331,17 +329,19 @@ def test_sequence_dense_reward_counts_the_remaining_leg() -> None:
 # ---- rendering --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("env_id", PLANAR)
+@pytest.mark.parametrize("env_id", envs.ENV_IDS)
 def test_image_orientation(env_id: str) -> None:
     """Blue agent and red targets are where the documented pixel mapping puts them."""
     size = 96
     env = make(env_id, obs_type="pixels", image_size=size)
+    if not isinstance(env.unwrapped._scene, PlanarScene):
+        pytest.skip("not a planar scene (see test_arm_image_shows_target_and_effector)")
+    colors = env.unwrapped.task.target_colors
     radius_px = TARGET_RADIUS / (2 * VIEW_HALF_EXTENT) * size
     for seed in range(3):
         obs, info = env.reset(seed=seed)
         assert np.allclose(centroid(is_blue(obs)), pixel_of(info["agent_pos"], size), atol=1.0)
-        # Red: every target, except the green second one of ReachSequence.
-        red_targets = info["targets"][:1] if env_id == "ibc/ReachSequence-v0" else info["targets"]
+        red_targets = np.array([t for t, c in zip(info["targets"], colors, strict=True) if c == RED])
         expected = np.mean([pixel_of(t, size) for t in red_targets], axis=0)
         assert np.allclose(centroid(is_red(obs)), expected, atol=1.0)
         assert is_red(obs).sum() >= 0.8 * len(red_targets) * math.pi * radius_px**2  # ~4 px radius

@@ -11,13 +11,18 @@ from agents.rollout import Episode, make_vector_env, rollout
 
 
 def run(
-    env_id: str, seeds: list[int], expert_seed: int = 0, noise: float = 0.0, num_envs: int = 4
+    env_id: str,
+    seeds: list[int],
+    expert_seed: int = 0,
+    noise: float = 0.0,
+    num_envs: int = 4,
+    action_type: str = "position",
 ) -> list[Episode]:
-    venv = make_vector_env(env_id, num_envs, obs_type="state")
+    venv = make_vector_env(env_id, num_envs, obs_type="state", action_type=action_type)
     try:
         return rollout(
             venv,
-            make_expert(env_id, seed=expert_seed, noise=noise),
+            make_expert(env_id, seed=expert_seed, noise=noise, action_type=action_type),
             seeds,
             keep_observations=False,
             keep_infos=True,
@@ -26,15 +31,21 @@ def run(
         venv.close()
 
 
+@pytest.mark.parametrize("action_type", envs.ACTION_TYPES)
 @pytest.mark.parametrize("env_id", envs.ENV_IDS)
-def test_expert_success_rate(env_id: str) -> None:
-    episodes = run(env_id, list(range(10_000, 10_200)))
+def test_expert_success_rate(env_id: str, action_type: str) -> None:
+    episodes = run(env_id, list(range(10_000, 10_200)), action_type=action_type)
     rate = np.mean([ep.success for ep in episodes])
     assert len(episodes) == 200 and rate >= 0.99, f"{env_id}: {rate:.3f}"
-    # Smooth, consistent demonstrations: the set-point is constant within a phase.
-    for ep in episodes[:20]:
-        changes = np.any(np.diff(ep.actions, axis=0) != 0, axis=1).sum()
-        assert changes <= (1 if env_id == "ibc/ReachSequence-v0" else 0)
+    if action_type == "position":
+        # Consistent demonstrations: the set-point is constant within a leg.
+        legs = make_expert(env_id).legs
+        for ep in episodes[:20]:
+            changes = np.any(np.diff(ep.actions, axis=0) != 0, axis=1).sum()
+            assert changes <= legs - 1
+    else:  # displacements within the action bounds, shrinking toward the goal
+        actions = np.concatenate([ep.actions for ep in episodes])
+        assert np.abs(actions).max() <= 1.0 and np.abs(actions).max(axis=1).mean() > 0.5
 
 
 def test_expert_with_noise_still_succeeds() -> None:

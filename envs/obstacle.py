@@ -1,0 +1,173 @@
+"""``ibc/ReachAroundObstacle-v0``: drive a disc around a wall, on either side, to a target."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from envs.base import ReachEnv, ReachTask, Scene
+from envs.physics import AGENT_RADIUS, RED, PlanarScene
+
+WALL_HALF_LENGTH = 0.3  # half the wall's length, across the start-target direction
+WALL_HALF_WIDTH = 0.05  # half its thickness, along the start-target direction
+WAYPOINT_OFFSET = 0.52  # the two waypoints lie this far from the wall centre, along the wall
+CLEARANCE = AGENT_RADIUS + 0.03  # an expert path keeps the disc centre this far from the wall
+
+
+def obstacle_waypoints(obstacle: np.ndarray) -> np.ndarray:
+    """``(..., 5)`` obstacle rows ``(cx, cy, ux, uy, half_length)`` -> ``(..., 2, 2)`` waypoints.
+
+    ``u`` is the unit start-to-target direction (the wall's normal); waypoint ``s`` is the point
+    ``WAYPOINT_OFFSET`` beyond the wall centre along ``(-uy, ux)`` (``s = 0``) or ``(uy, -ux)``
+    (``s = 1``). Their mean is the wall centre.
+    """
+    obstacle = np.asarray(obstacle, dtype=np.float64)
+    center, u = obstacle[..., 0:2], obstacle[..., 2:4]
+    w = np.stack([-u[..., 1], u[..., 0]], axis=-1)
+    return np.stack([center + WAYPOINT_OFFSET * w, center - WAYPOINT_OFFSET * w], axis=-2)
+
+
+def distance_to_wall(points: np.ndarray, center: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """``(N, 2)`` points -> ``(N,)`` distance to the wall rectangle (0 inside it)."""
+    rel = np.asarray(points, dtype=np.float64) - center
+    w = np.array([-u[1], u[0]])
+    along, across = np.abs(rel @ u) - WALL_HALF_WIDTH, np.abs(rel @ w) - WALL_HALF_LENGTH
+    return np.hypot(np.maximum(along, 0.0), np.maximum(across, 0.0))
+
+
+class ReachAroundObstacleEnv(ReachEnv):
+    """Drive a disc around a wall to a target; either way around is right (a multimodal task).
+
+    ## Description
+
+    As ``ibc/ReachTarget-v0`` (same disc, controller, floor, camera and 10 Hz control), with a
+    near-black wall (0.6 long, 0.1 thick: a static pybullet box the disc collides with) lying
+    across the straight line from the disc's start to the red target. The disc has a collision
+    cylinder of its radius: driving into the wall stops it there (it slides along the wall only as
+    far as the set-point pulls it sideways).
+
+    Why it is multimodal: the way around the left end and the way around the right end are
+    equally good, and the scripted expert picks one at random per episode. The two ways'
+    set-points are mirror images across the start-target line, so their average points into the
+    wall (the waypoints' mean is the wall centre): a policy that regresses the mean action drives
+    into the wall and stays there. The expert's action also jumps where it switches from the
+    waypoint to the target (a discontinuous policy).
+
+    ## Action Space
+
+    ``Box(-1, 1, (2,), float32)``. ``action_type="position"`` (default): an absolute set-point in
+    the normalized workspace. ``action_type="delta"``: a displacement of the set-point from the
+    disc's position, ``DELTA_SCALE`` (0.2) per unit. Clipped to ``[-1, 1]``; invalid actions
+    (NaN/inf, a shape other than ``(2,)``, non-numeric) raise ``ValueError``.
+
+    ## Observation Space
+
+    ``"pixels"`` (default), ``"pixels_agent_pos"`` as in ``ibc/ReachTarget-v0``; ``"state"`` is
+    ``Box(-1, 1, (9,), float32)``:
+
+    | Num | Observation                                            | Min | Max |
+    |-----|--------------------------------------------------------|-----|-----|
+    | 0-1 | agent position ``x, y``                                | -1  | 1   |
+    | 2-3 | target position ``x, y``                               | -1  | 1   |
+    | 4   | target reached flag (0 or 1)                           | 0   | 1   |
+    | 5-6 | wall centre ``x, y``                                   | -1  | 1   |
+    | 7-8 | wall normal ``u`` (unit vector from the start side to the target side) | -1 | 1 |
+
+    ## Rewards
+
+    ``"dense"`` (default): ``-distance`` to the target centre (it does not see the wall).
+    ``"sparse"``: ``1.0`` on success, else ``0.0``.
+
+    ## Starting State
+
+    The wall centre ``c`` is uniform in ``[-0.3, 0.3]^2`` and its normal ``u`` has a uniform
+    angle. The disc starts at rest at ``c - d_s u + e_s w`` and the target lies at
+    ``c + d_t u + e_t w`` (``w`` along the wall), with ``d_s, d_t`` uniform in ``[0.45, 0.75]``
+    and ``e_s, e_t`` uniform in ``[-0.1, 0.1]``. Layouts are redrawn until the start lies in
+    ``[-0.9, 0.9]^2``, the target in ``[-0.8, 0.8]^2``, both waypoints (``c +- 0.52 w``) in
+    ``[-0.9, 0.9]^2``, and the straight paths start -> waypoint -> target keep the disc centre at
+    least 0.09 from the wall on both sides. Drawn from ``self.np_random`` only.
+
+    ## Episode End
+
+    Terminated when the disc centre is within 0.1 of the target centre. Truncated after 40 steps.
+
+    ## Info
+
+    ``is_success``, ``distance`` (to the target), ``agent_pos`` (float32 ``(2,)``), ``targets``
+    (float32 ``(1, 2)``), ``reached`` (bool ``(1,)``), ``phase`` (always 0), ``obstacle``
+    (float32 ``(5,)``: wall centre ``x, y``, normal ``ux, uy``, half length), ``waypoints``
+    (float32 ``(2, 2)``: the points beside the wall's two ends that the expert goes through).
+
+    ## Arguments
+
+    ``obs_type``, ``image_size``, ``reward_type``, ``action_type``, ``render_mode``,
+    ``render_size``: as in ``ibc/ReachTarget-v0``.
+
+    ## Version History
+
+    - v0: initial version.
+    """
+
+    task: ClassVar[ReachTask] = ReachTask(
+        n_targets=1, sequential=False, target_colors=(RED,), min_agent_separation=0.8
+    )
+    extra_state_dim: ClassVar[int] = 4
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._obstacle = np.zeros(5, np.float32)
+        super().__init__(**kwargs)
+
+    def _make_scene(self) -> Scene:
+        return PlanarScene(
+            self.task.n_targets,
+            self.task.target_colors,
+            obstacle_half_extents=(WALL_HALF_WIDTH, WALL_HALF_LENGTH),
+        )
+
+    def _sample_start(self) -> tuple[np.ndarray, np.ndarray]:
+        rng, t = self.np_random, self.task
+        while True:
+            center = rng.uniform(-0.3, 0.3, 2)
+            angle = rng.uniform(0.0, 2.0 * math.pi)
+            d_s, d_t = rng.uniform(0.45, 0.75, 2)
+            e_s, e_t = rng.uniform(-0.1, 0.1, 2)
+            u = np.array([math.cos(angle), math.sin(angle)])
+            w = np.array([-u[1], u[0]])
+            agent, target = center - d_s * u + e_s * w, center + d_t * u + e_t * w
+            obstacle = np.array([*center, *u, WALL_HALF_LENGTH])
+            waypoints = obstacle_waypoints(obstacle)
+            if (
+                np.all(np.abs(agent) <= t.agent_limit)
+                and np.all(np.abs(target) <= t.target_limit)
+                and np.all(np.abs(waypoints) <= t.agent_limit)
+                and self._paths_clear(agent, waypoints, target, center, u)
+            ):
+                break
+        self._obstacle = obstacle.astype(np.float32)
+        self._scene.set_obstacle(center, angle)  # type: ignore[attr-defined]
+        return agent, target[None]
+
+    @staticmethod
+    def _paths_clear(
+        agent: np.ndarray, waypoints: np.ndarray, target: np.ndarray, center: np.ndarray, u: np.ndarray
+    ) -> bool:
+        s = np.linspace(0.0, 1.0, 41)[:, None]
+        for waypoint in waypoints:
+            points = np.concatenate(
+                [agent + s * (waypoint - agent), waypoint + s * (target - waypoint)]
+            )
+            if distance_to_wall(points, center, u).min() < CLEARANCE:
+                return False
+        return True
+
+    def _extra_state(self) -> np.ndarray:
+        return self._obstacle[:4].copy()
+
+    def _info(self) -> dict[str, Any]:
+        info = super()._info()
+        info["obstacle"] = self._obstacle.copy()
+        info["waypoints"] = obstacle_waypoints(self._obstacle).astype(np.float32)
+        return info
