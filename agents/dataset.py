@@ -182,6 +182,12 @@ class DemoDataset:
         return dict(self.attrs["env_kwargs"])
 
     @property
+    def action_type(self) -> str:
+        """``"position"`` or ``"delta"``: how the env read the recorded actions (files from
+        before the option existed hold absolute set-points)."""
+        return str(self.env_kwargs.get("action_type", "position"))
+
+    @property
     def num_episodes(self) -> int:
         return len(self.episode_ends)
 

@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from demos.args import help_field
 from demos.collect import CollectConfig, collect
@@ -32,6 +32,9 @@ class DemoConfig:
     policies: tuple[str, ...] = help_field(("implicit", "explicit"), "policies to train")
     episodes: int = help_field(500, "expert demo episodes per env")
     image_size: int = help_field(64, "observation image size")
+    action_type: Literal["position", "delta"] = help_field(
+        "position", "actions: absolute set-points, or displacements of the set-point per step"
+    )
     steps: int = help_field(2000, "training steps per policy")
     batch_size: int = help_field(32, "training batch size")
     eval_episodes: int = help_field(50, "evaluation episodes per policy")
@@ -49,8 +52,10 @@ class DemoConfig:
     progress: bool = help_field(True, "show progress bars")
 
 
-def _slug(env_id: str) -> str:
-    return env_id.split("/")[-1]
+def _slug(env_id: str, action_type: str = "position") -> str:
+    """Folder name of an env's data and runs (``-delta`` marks delta actions)."""
+    name = env_id.split("/")[-1]
+    return name if action_type == "position" else f"{name}-{action_type}"
 
 
 def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
@@ -60,19 +65,19 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     for env_id in cfg.envs:
-        data = cfg.out / "data" / f"{_slug(env_id)}.h5"
+        data = cfg.out / "data" / f"{_slug(env_id, cfg.action_type)}.h5"
         if not data.exists():
             collect(CollectConfig(
                 env=env_id, episodes=cfg.episodes, out=data, seed=cfg.seed,
-                image_size=cfg.image_size, progress=cfg.progress,
+                image_size=cfg.image_size, action_type=cfg.action_type, progress=cfg.progress,
             ))
         record_videos(VideoConfig(
             env=env_id, agent="expert", episodes=1, seed=100_000,
-            out=cfg.out / "videos" / "expert", image_size=cfg.image_size,
+            out=cfg.out / "videos" / "expert", image_size=cfg.image_size, action_type=cfg.action_type,
         ))
         train_jobs = [
             TrainJobConfig(
-                data=data, policy=policy, out=cfg.out / "runs" / _slug(env_id) / policy,  # type: ignore[arg-type]
+                data=data, policy=policy, out=cfg.out / "runs" / _slug(env_id, cfg.action_type) / policy,  # type: ignore[arg-type]
                 env=env_id, steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed, resume=True,
                 threads=1, progress=cfg.progress and not cfg.parallel, coord_conv=cfg.coord_conv,
                 temperature=cfg.temperature, center_input=cfg.center_input, conv_bias=cfg.conv_bias,

@@ -258,8 +258,9 @@ class ArmReachEnv(ReachEnv):
     ## Action Space
 
     ``Box(-1, 1, (2,), float32)``: an absolute set-point for the flange in the normalized
-    workspace, clipped to ``[-1, 1]``; invalid actions (NaN/inf, shape, dtype) raise
-    ``ValueError``.
+    workspace (``action_type="position"``, the default) or a displacement of it from the flange
+    (``"delta"``, 0.2 normalized units per unit action), clipped to ``[-1, 1]``; invalid actions
+    (NaN/inf, shape, dtype) raise ``ValueError``.
 
     | Num | Action                      | Min | Max |
     |-----|-----------------------------|-----|-----|
@@ -298,12 +299,12 @@ class ArmReachEnv(ReachEnv):
     ## Info
 
     ``is_success``, ``distance``, ``agent_pos`` (flange, float32 ``(2,)``), ``targets`` (float32
-    ``(1, 2)``), ``phase`` (always 0).
+    ``(1, 2)``), ``reached`` (bool ``(1,)``), ``phase`` (always 0).
 
     ## Arguments
 
-    ``obs_type``, ``image_size``, ``reward_type``, ``render_mode``, ``render_size``: as in
-    ``ibc/ReachTarget-v0``.
+    ``obs_type``, ``image_size``, ``reward_type``, ``action_type``, ``render_mode``,
+    ``render_size``: as in ``ibc/ReachTarget-v0``.
 
     ## Version History
 

@@ -23,14 +23,20 @@ class ReachTargetEnv(ReachEnv):
 
     ## Action Space
 
-    ``Box(-1, 1, (2,), float32)``: an *absolute* position set-point in the normalized workspace.
+    ``Box(-1, 1, (2,), float32)``, read according to ``action_type``:
+
+    - ``"position"`` (default): an *absolute* position set-point in the normalized workspace.
+    - ``"delta"``: a displacement of the set-point from the disc's current position, scaled by
+      ``DELTA_SCALE`` (0.2 normalized units per unit action; the set-point is clipped to the
+      workspace), as in the IBC paper's block-pushing tasks. A zero action holds the disc.
+
     Values outside ``[-1, 1]`` are clipped. NaN/inf, a shape other than ``(2,)`` or a non-float
     array dtype raise ``ValueError`` (float arrays and sequences of two numbers are accepted).
 
-    | Num | Action                | Min | Max |
-    |-----|-----------------------|-----|-----|
-    | 0   | set-point ``x``       | -1  | 1   |
-    | 1   | set-point ``y``       | -1  | 1   |
+    | Num | Action (position / delta)            | Min | Max |
+    |-----|--------------------------------------|-----|-----|
+    | 0   | set-point ``x`` / its change in x    | -1  | 1   |
+    | 1   | set-point ``y`` / its change in y    | -1  | 1   |
 
     ## Observation Space
 
@@ -66,19 +72,20 @@ class ReachTargetEnv(ReachEnv):
     ## Info
 
     On reset and every step: ``is_success`` (bool), ``distance`` (float, disc centre to target
-    centre), ``agent_pos`` (float32 ``(2,)``), ``targets`` (float32 ``(1, 2)``), ``phase`` (int,
-    always 0).
+    centre), ``agent_pos`` (float32 ``(2,)``), ``targets`` (float32 ``(1, 2)``), ``reached`` (bool
+    ``(1,)``), ``phase`` (int, always 0).
 
     ## Arguments
 
     ```python
     gymnasium.make("ibc/ReachTarget-v0", obs_type="pixels", image_size=96, reward_type="dense",
-                   render_mode=None, render_size=256)
+                   action_type="position", render_mode=None, render_size=256)
     ```
 
     - ``obs_type``: ``"pixels"``, ``"pixels_agent_pos"`` or ``"state"``.
     - ``image_size``: side of the observation image in pixels (16 to 1024).
     - ``reward_type``: ``"dense"`` or ``"sparse"``.
+    - ``action_type``: ``"position"`` or ``"delta"`` (see Action Space).
     - ``render_mode``: ``None`` or ``"rgb_array"`` (``render()`` returns a
       ``(render_size, render_size, 3)`` uint8 frame of the same view).
     - ``render_size``: side of the ``render()`` frame in pixels (16 to 1024).
@@ -104,13 +111,9 @@ class ReachAnyTargetEnv(ReachEnv):
 
     ## Action Space
 
-    ``Box(-1, 1, (2,), float32)``: an absolute position set-point in the normalized workspace,
-    clipped to ``[-1, 1]``; invalid actions (NaN/inf, shape, dtype) raise ``ValueError``.
-
-    | Num | Action                | Min | Max |
-    |-----|-----------------------|-----|-----|
-    | 0   | set-point ``x``       | -1  | 1   |
-    | 1   | set-point ``y``       | -1  | 1   |
+    ``Box(-1, 1, (2,), float32)``: an absolute position set-point (``action_type="position"``,
+    the default) or a displacement of it (``"delta"``), as in ``ibc/ReachTarget-v0``; clipped to
+    ``[-1, 1]``; invalid actions (NaN/inf, shape, dtype) raise ``ValueError``.
 
     ## Observation Space
 
@@ -142,12 +145,12 @@ class ReachAnyTargetEnv(ReachEnv):
     ## Info
 
     ``is_success``, ``distance`` (to the nearest target), ``agent_pos`` (float32 ``(2,)``),
-    ``targets`` (float32 ``(2, 2)``), ``phase`` (always 0).
+    ``targets`` (float32 ``(2, 2)``), ``reached`` (bool ``(2,)``), ``phase`` (always 0).
 
     ## Arguments
 
-    ``obs_type``, ``image_size``, ``reward_type``, ``render_mode``, ``render_size``: as in
-    ``ibc/ReachTarget-v0``.
+    ``obs_type``, ``image_size``, ``reward_type``, ``action_type``, ``render_mode``,
+    ``render_size``: as in ``ibc/ReachTarget-v0``.
 
     ## Version History
 
@@ -169,13 +172,9 @@ class ReachSequenceEnv(ReachEnv):
 
     ## Action Space
 
-    ``Box(-1, 1, (2,), float32)``: an absolute position set-point in the normalized workspace,
-    clipped to ``[-1, 1]``; invalid actions (NaN/inf, shape, dtype) raise ``ValueError``.
-
-    | Num | Action                | Min | Max |
-    |-----|-----------------------|-----|-----|
-    | 0   | set-point ``x``       | -1  | 1   |
-    | 1   | set-point ``y``       | -1  | 1   |
+    ``Box(-1, 1, (2,), float32)``: an absolute position set-point (``action_type="position"``,
+    the default) or a displacement of it (``"delta"``), as in ``ibc/ReachTarget-v0``; clipped to
+    ``[-1, 1]``; invalid actions (NaN/inf, shape, dtype) raise ``ValueError``.
 
     ## Observation Space
 
@@ -208,13 +207,13 @@ class ReachSequenceEnv(ReachEnv):
     ## Info
 
     ``is_success``, ``distance`` (to the current goal, ``targets[min(phase, 1)]``), ``agent_pos``
-    (float32 ``(2,)``), ``targets`` (float32 ``(2, 2)``), ``phase`` (int: index of the next target
-    to reach; 2 once both are reached).
+    (float32 ``(2,)``), ``targets`` (float32 ``(2, 2)``), ``reached`` (bool ``(2,)``), ``phase``
+    (int: index of the next target to reach; 2 once both are reached).
 
     ## Arguments
 
-    ``obs_type``, ``image_size``, ``reward_type``, ``render_mode``, ``render_size``: as in
-    ``ibc/ReachTarget-v0``.
+    ``obs_type``, ``image_size``, ``reward_type``, ``action_type``, ``render_mode``,
+    ``render_size``: as in ``ibc/ReachTarget-v0``.
 
     ## Version History
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import demos.evaluate as evaluate_mod
-from agents.dataset import DatasetError
+from agents.dataset import DatasetError, DemoDataset
 from agents.learned import ExplicitBCAgent, IBCAgent, load_agent
 from demos.collect import CollectConfig, collect
 from demos.demo import DemoConfig, run_demo
@@ -127,6 +127,23 @@ def test_eval_on_another_env_is_named(runs: dict[str, Path], tmp_path: Path) -> 
 def test_train_on_another_envs_data_is_named(runs: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="recorded on ibc/ReachTarget-v0, not on ibc/ArmReach-v0"):
         run_train(TrainJobConfig(data=runs["data"], env="ibc/ArmReach-v0", out=tmp_path / "x", **TINY))  # type: ignore[arg-type]
+
+
+def test_action_type_is_recorded_and_a_policy_refuses_the_other(runs: dict[str, Path], tmp_path: Path) -> None:
+    data = collect(CollectConfig(env=ENV, episodes=2, image_size=SIZE, action_type="delta",
+                                 out=tmp_path / "delta.h5", progress=False))
+    dataset = DemoDataset(data)
+    assert dataset.action_type == "delta" and DemoDataset(runs["data"]).action_type == "position"
+    ckpt = run_train(TrainJobConfig(data=data, policy="explicit", out=tmp_path / "run", **TINY))
+    agent = load_agent(ckpt)
+    assert agent.action_type == "delta" and agent.env_kwargs["action_type"] == "delta"
+    metrics = evaluate(EvalConfig(ckpt=ckpt, episodes=1, num_envs=1, videos=0, progress=False))
+    assert metrics["eval/episodes"] == 1
+    for path, other in ((ckpt, "position"), (runs["implicit"], "delta")):
+        with pytest.raises(ValueError, match=f"action_type=.*but the env was made with action_type=\\['{other}'\\]"):
+            evaluate(EvalConfig(ckpt=path, episodes=1, num_envs=1, videos=0, action_type=other,
+                                out=tmp_path / "refused", progress=False))
+    assert not (tmp_path / "refused").exists()
 
 
 def test_interrupted_eval_leaves_no_metrics(runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
