@@ -2,7 +2,8 @@
 
 Each command declares one dataclass; every field becomes ``--field-name`` with its type, default
 and the field's ``metadata["help"]``. ``Literal`` fields become choices, ``bool`` fields get
-``--flag/--no-flag``, ``tuple[int, ...]`` fields take several values.
+``--flag/--no-flag``, ``tuple[int, ...]`` fields take several values, given at once or over repeats
+(``--ckpt A B`` = ``--ckpt A --ckpt B``).
 """
 
 from __future__ import annotations
@@ -64,9 +65,11 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             kwargs["choices"] = choices
             kwargs["type"] = type(choices[0])
         elif origin is tuple:
-            item_t = get_args(tp)[0]
-            kwargs["nargs"] = "+"
-            kwargs["type"] = item_t
+            kwargs["action"] = "extend"  # repeats add up; the default is never extended into:
+            kwargs["nargs"] = "+"  # argparse leaves the field out, and the dataclass fills it in
+            kwargs["type"] = get_args(tp)[0]
+            if not required:
+                kwargs["default"] = argparse.SUPPRESS
         elif tp in (int, float, str, Path):
             kwargs["type"] = tp
         else:

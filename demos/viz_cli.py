@@ -14,6 +14,7 @@ from demos.viz.free_energy import FreeEnergyConfig, run_free_energy
 from demos.viz.fusion import FusionConfig, run_fusion
 from demos.viz.infonce import InfoNCEFigConfig, run_infonce
 from demos.viz.softargmax import SoftArgmaxFigConfig, run_softargmax
+from demos.viz.trajectories import TrajectoriesConfig, run_trajectories
 
 FIGURES = {
     "energy-1d": (
@@ -60,6 +61,11 @@ FIGURES = {
         "Ellipse lecture: E(y, z) per sample and the zero-temperature free energy.",
         FreeEnergyConfig,
         run_free_energy,
+    ),
+    "trajectories": (
+        "Evaluation episodes of trained policies over their scenes, one block per checkpoint.",
+        TrajectoriesConfig,
+        run_trajectories,
     ),
 }
 

@@ -42,6 +42,14 @@ def test_typed_values() -> None:
     assert parse(["--limit", "none"]).limit is None
 
 
+@pytest.mark.parametrize(
+    ("argv", "sizes"),
+    [([], (1, 2)), (["--sizes", "7"], (7,)), (["--sizes", "4", "--sizes", "5", "6"], (4, 5, 6))],
+)
+def test_sequence_option_repeats_add_up_without_the_default(argv: list[str], sizes: tuple[int, ...]) -> None:
+    assert parse(argv).sizes == sizes
+
+
 @pytest.mark.parametrize("argv", [["--count", "x"], ["--mode", "medium"]])
 def test_bad_values_exit(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
