@@ -177,6 +177,8 @@ class PlanarScene:
     GAIN = 10.0  # 1/s
     SUBSTEPS = 10  # physics steps per control step (100 Hz)
     MOTOR_FORCE = 1000.0
+    DISC_MASS = 1.0  # kg, in units where the workspace is 2 m wide
+    MAX_FORCE = 400.0  # N: force control (scenes with an obstacle)
 
     def __init__(
         self,
@@ -223,7 +225,9 @@ class PlanarScene:
             )
         self.agent = c.createMultiBody(
             baseMass=0,
-            linkMasses=[1.0, 1.0],
+            # With an obstacle the x carriage is nearly massless, so that the force commanded on
+            # the disc (see _step_forces) is the force it exerts on the wall, in direction too.
+            linkMasses=[1.0 if self.obstacle is None else 1e-3, 1.0],
             linkCollisionShapeIndices=[-1, disc_collision],
             linkVisualShapeIndices=[-1, disc],
             linkPositions=[[0, 0, 0], [0, 0, 0.03]],  # the disc's z: [0.02, 0.04], above targets
@@ -235,6 +239,8 @@ class PlanarScene:
             linkJointAxis=[[1, 0, 0], [0, 1, 0]],
         )
         self.camera = TopDownCamera(c, (0.0, 0.0), VIEW_HALF_EXTENT)
+        if self.obstacle is not None:  # free the joints of their default motors: force control
+            c.setJointMotorControlArray(self.agent, [0, 1], pybullet.VELOCITY_CONTROL, forces=[0, 0])
         self._pos = np.zeros(2)
         self._closed = False
 
@@ -252,6 +258,9 @@ class PlanarScene:
 
     def step(self, setpoint: np.ndarray) -> None:
         """Track ``setpoint`` (normalized, inside the workspace) for one control step."""
+        if self.obstacle is not None:
+            self._step_forces(setpoint)
+            return
         c = self.client
         err = setpoint - self._pos
         dist = float(math.hypot(err[0], err[1]))
@@ -268,6 +277,34 @@ class PlanarScene:
                 maxVelocity=max(cap, 1e-9),
             )
         for _ in range(self.SUBSTEPS):
+            c.stepSimulation()
+        self._pos = self._read_position()
+
+    def _step_forces(self, setpoint: np.ndarray) -> None:
+        """The same motion as the joint motors in free space, by a force on the disc each substep.
+
+        Velocity ``GAIN (setpoint - position)`` capped at ``MAX_SPEED`` along the line to the
+        set-point, reached within a substep by a force of at most ``MAX_FORCE`` along the needed
+        velocity change. Joint motors, each saturating at its own force limit, push a blocked disc
+        along a diagonal of the axes rather than toward the set-point, which slides it around a
+        wall it hits head-on; this force keeps the commanded direction.
+        """
+        c = self.client
+        for _ in range(self.SUBSTEPS):
+            states = c.getJointStates(self.agent, [0, 1])
+            pos = np.array([states[0][0], states[1][0]])
+            vel = np.array([states[0][1], states[1][1]])
+            wanted = self.GAIN * (setpoint - pos)
+            speed = float(math.hypot(wanted[0], wanted[1]))
+            if speed > self.MAX_SPEED:
+                wanted *= self.MAX_SPEED / speed
+            force = self.DISC_MASS * (wanted - vel) / self._dt
+            size = float(math.hypot(force[0], force[1]))
+            if size > self.MAX_FORCE:
+                force *= self.MAX_FORCE / size
+            c.setJointMotorControlArray(
+                self.agent, [0, 1], pybullet.TORQUE_CONTROL, forces=[float(f) for f in force]
+            )
             c.stepSimulation()
         self._pos = self._read_position()
 
