@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
+
+import numpy as np
 
 from envs.base import ReachEnv, ReachTask
 from envs.physics import GREEN, REACHED_COLOR, RED
@@ -237,8 +240,9 @@ class ReachAllTargetsEnv(ReachEnv):
     Why it is multimodal, over many steps: at the start and after each target the disc may head
     for any target still red, and the scripted expert picks one of them uniformly at random. The
     choice stands for the whole leg (several steps), and the average of the choices (the mean of
-    the red targets) is not a target: a policy that regresses the mean action drives between the
-    targets and parks there.
+    the red targets) is not a target: at the start it is the centre, where the disc already is,
+    and after the first target it is the midpoint of the other two, so a policy that regresses
+    the mean action stays put or parks between targets.
 
     ## Action Space
 
@@ -258,8 +262,11 @@ class ReachAllTargetsEnv(ReachEnv):
 
     ## Starting State
 
-    Target centres uniform in ``[-0.8, 0.8]^2`` at least 0.5 apart; the disc at rest, uniform in
-    ``[-0.9, 0.9]^2`` at least 0.4 from every target.
+    The targets sit at the corners of an equilateral triangle centred on the workspace centre, at
+    a distance uniform in ``[0.55, 0.7]`` from it and turned by a uniform angle; the disc starts
+    at rest, uniform in the disc of radius 0.1 around the centre. A layout of few parameters is
+    covered densely by a few hundred demos, so nearly identical images come with every order:
+    no policy can memorize which way each demonstration went.
 
     ## Episode End
 
@@ -288,3 +295,11 @@ class ReachAllTargetsEnv(ReachEnv):
         target_colors=(RED, RED, RED),
         reached_color=REACHED_COLOR,
     )
+
+    def _sample_start(self) -> tuple[np.ndarray, np.ndarray]:
+        rng = self.np_random
+        radius = rng.uniform(0.55, 0.7)
+        angles = rng.uniform(0.0, 2.0 * math.pi) + 2.0 * math.pi * np.arange(3) / 3
+        targets = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+        r, phi = 0.1 * math.sqrt(rng.uniform()), rng.uniform(0.0, 2.0 * math.pi)
+        return np.array([r * math.cos(phi), r * math.sin(phi)]), targets
