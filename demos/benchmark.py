@@ -71,6 +71,22 @@ def write_results(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
     return rows
 
 
+_interrupted = False  # set in a worker process once Ctrl-C has reached it
+
+
+def _worker_run_cell(cfg: BenchmarkConfig, cell: Cell) -> list[dict[str, Any]]:
+    """``run_cell`` in a pool process; after a Ctrl-C the calls already queued to this process
+    return at once instead of starting their cell."""
+    global _interrupted
+    if _interrupted:
+        raise KeyboardInterrupt
+    try:
+        return run_cell(cfg, cell)
+    except KeyboardInterrupt:
+        _interrupted = True
+        raise
+
+
 def _run_cells(cfg: BenchmarkConfig, todo: list[Cell], bar: tqdm) -> None:
     """Run ``todo``: in this process with one job, else in ``--jobs`` spawned processes."""
     def finished() -> None:
@@ -87,7 +103,7 @@ def _run_cells(cfg: BenchmarkConfig, todo: list[Cell], bar: tqdm) -> None:
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch/pybullet state
     pool = ProcessPoolExecutor(max_workers=min(cfg.jobs, len(todo)), mp_context=ctx)
     try:
-        pending: set[Future[Any]] = {pool.submit(run_cell, cfg, cell) for cell in todo}
+        pending: set[Future[Any]] = {pool.submit(_worker_run_cell, cfg, cell) for cell in todo}
         while pending:
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
             for fut in done:

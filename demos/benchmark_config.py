@@ -28,7 +28,7 @@ COLLECT_HAS_ACTION_TYPE = "action_type" in {f.name for f in dataclasses.fields(C
 # What --quick replaces: a grid of seconds (tiny images, few demos, steps and episodes).
 QUICK: dict[str, Any] = {
     "image_size": 32, "demos": (2, 4), "seeds": (0,), "steps": 20, "batch_size": 8,
-    "keep_every": 10, "eval_episodes": 3, "eval_last": 2, "early_eval_episodes": 0,
+    "keep_every": 10, "eval_episodes": 2, "eval_last": 2, "early_eval_episodes": 0,
     "counter_examples": 16, "dfo_samples": 128, "eval_envs": 1,
 }
 
