@@ -4,7 +4,8 @@ evaluated kept checkpoint on the same held-out seeds through ``rollout()``).
 A cell's folder ``<out>/cells/<name>/`` holds its training run (``run/``: ``ckpt_step<N>.pt``
 every ``--keep-every`` steps) and, once the cell is finished, ``rows.json`` (written atomically):
 its results rows, the marker that a re-run skips the cell by. An interrupted training resumes
-from its last checkpoint.
+from its last checkpoint. Rows record wall and CPU seconds of the cell's process (one torch
+thread): on a busy machine the CPU seconds are the closer estimate of an idle core's time.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def run_cell(cfg: BenchmarkConfig, cell: Cell) -> list[dict[str, Any]]:
         return done
     torch.set_num_threads(1)
     run_dir = cell_dir(cfg, cell) / "run"
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     with contextlib.redirect_stdout(io.StringIO()):
         run_train(TrainJobConfig(
             data=cfg.dataset_path(cell.env, cell.action_type, cell.n_demos),
@@ -114,10 +115,11 @@ def run_cell(cfg: BenchmarkConfig, cell: Cell) -> list[dict[str, Any]]:
             resume=True, threads=1, ckpt_interval=cfg.keep_every, keep_every=cfg.keep_every,
             progress=False,
         ))
-    train_seconds = time.perf_counter() - t0
+    train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     rows = evaluate_checkpoints(cfg, cell, run_dir)
     for row in rows:
         row["train_seconds"] = round(train_seconds, 2)
+        row["train_cpu_seconds"] = round(train_cpu, 2)
     write_text_atomic(marker_path(cfg, cell), json.dumps({"cell": cell.name, "rows": rows}) + "\n")
     return rows
 
@@ -139,7 +141,7 @@ def evaluate_checkpoints(cfg: BenchmarkConfig, cell: Cell, run_dir: Path) -> lis
                 kwargs = dict(agent.env_kwargs, **action_type_kwargs(cell.action_type))
                 env = make_vector_env(cell.env, cfg.eval_envs, **kwargs)
             stats = RolloutStats()
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             eps = rollout(env, agent, seeds, keep_observations=False, stats=stats)
             metrics = summarize(eps, stats, cfg.eval_envs)
             rows.append({
@@ -155,6 +157,7 @@ def evaluate_checkpoints(cfg: BenchmarkConfig, cell: Cell, run_dir: Path) -> lis
                 "mean_final_distance": metrics["eval/mean_final_distance"],
                 "policy_ms_per_step": metrics["eval/policy_ms_per_step"],
                 "eval_seconds": round(time.perf_counter() - t0, 2),
+                "eval_cpu_seconds": round(time.process_time() - cpu0, 2),
             })
     finally:
         if env is not None:

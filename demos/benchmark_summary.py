@@ -107,12 +107,18 @@ def format_summary(rows: list[dict[str, Any]], last: int, command: str = "") -> 
             f"| {_pct(c['final']['success_rate'])} | {100 * c['spread']:.0f} pts "
             f"| {c['spread_checkpoints']} | {goal} |"
         )
-    lines += ["", "## Wall time per cell (one process, one torch thread)", "",
-              "| policy | cells | train s (mean) | eval s (mean) |", "|---|---:|---:|---:|"]
+    lines += ["", "## Time per cell (one process, one torch thread; a resumed cell counts its last part)",
+              "", "| policy | cells | train s | train CPU s | eval s | eval CPU s |",
+              "|---|---:|---:|---:|---:|---:|"]
+    total_cpu = 0.0
     for (policy,), prow in group_rows(rows, ("policy",)).items():
-        per_cell = group_rows(prow, ("cell",))
-        train_s = [r[0]["train_seconds"] for r in per_cell.values()]
-        eval_s = [sum(x["eval_seconds"] for x in r) for r in per_cell.values()]
-        lines.append(f"| {policy} | {len(per_cell)} | {sum(train_s) / len(train_s):.0f} "
-                     f"| {sum(eval_s) / len(eval_s):.0f} |")
+        cells = list(group_rows(prow, ("cell",)).values())
+        t = [[c[0]["train_seconds"], c[0].get("train_cpu_seconds", math.nan),
+              sum(r["eval_seconds"] for r in c), sum(r.get("eval_cpu_seconds", math.nan) for r in c)]
+             for c in cells]
+        means = [sum(col) / len(col) for col in zip(*t, strict=True)]
+        total_cpu += sum(x[1] + x[3] for x in t)
+        lines.append(f"| {policy} | {len(cells)} | " + " | ".join(f"{m:.0f}" for m in means) + " |")
+    lines += ["", f"CPU time of all cells: {total_cpu:.0f} s (about {total_cpu / 120:.0f} min of wall time "
+                  f"on two idle cores with --jobs 2)."]
     return "\n".join(lines) + "\n"

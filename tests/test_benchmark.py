@@ -51,7 +51,7 @@ def test_results_have_a_row_per_cell_and_checkpoint(quick_out: Path) -> None:
         assert {k: r[k] for k in cfg.row_settings()} == cfg.row_settings()  # every setting
         assert r["episodes"] == plan[r["step"]] and 0 <= r["successes"] <= r["episodes"]
         assert r["success_rate"] == r["successes"] / r["episodes"]
-        assert r["policy_ms_per_step"] > 0 and r["train_seconds"] > 0
+        assert r["policy_ms_per_step"] > 0 and r["train_seconds"] > 0 and r["train_cpu_seconds"] > 0
         ckpt = quick_out / r["checkpoint"]
         assert ckpt.name == f"ckpt_step{r['step']}.pt" and ckpt.is_file()
     summary = (quick_out / "summary.md").read_text()

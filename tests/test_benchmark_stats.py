@@ -44,6 +44,7 @@ def synthetic_rows() -> list[dict[str, Any]]:
                 "successes": round(rate * episodes), "success_rate": rate,
                 "policy_ms_per_step": {"implicit": 3.0 + seed, "explicit": 1.0}[policy],
                 "train_seconds": 100.0, "eval_seconds": 10.0,
+                "train_cpu_seconds": 90.0, "eval_cpu_seconds": 5.0,
             })
     return rows
 
@@ -89,7 +90,8 @@ def test_summary_table() -> None:
     assert f"| {ENV} | implicit | 10 | position | 0 | 90% | 40 pts | 5 | no |" in text
     assert f"| {ENV} | implicit | 10 | position | 1 | 80% | 10 pts | 5 | yes |" in text
     assert f"| {ENV} | explicit | 10 | position | 0 | 40% | 20 pts | 5 | - |" in text
-    assert "| implicit | 6 | 100 | 60 |" in text  # 6 checkpoints x 10 s of evaluation per cell
+    assert "| implicit | 6 | 100 | 90 | 60 | 30 |" in text  # 6 checkpoints x 10 s of evaluation per cell
+    assert "CPU time of all cells: 1440 s (about 12 min" in text  # 12 cells x (90 + 6 x 5) s
 
 
 def test_stability_plot_shows_the_rows() -> None:
