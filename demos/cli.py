@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "demos.demo",
     "demos.coord_regression",
     "demos.bench",
+    "demos.benchmark",
     "demos.viz",
     "demos.report",
 )
@@ -66,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
-    cfg = dataclass_from_namespace(ns._cfg_cls, ns)
     try:
+        cfg = dataclass_from_namespace(ns._cfg_cls, ns)  # may refuse bad options (ValueError)
         ns._run(cfg)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"ibc-gym {ns.command}: error: {e}", file=sys.stderr)

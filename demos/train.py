@@ -63,6 +63,9 @@ class TrainJobConfig:
     num_workers: int = help_field(0, "DataLoader worker processes")
     threads: int | None = help_field(1, "torch threads (small convs run fastest on 1; None: one per core)")
     ckpt_interval: int = help_field(500, "steps between checkpoints")
+    keep_every: int | None = help_field(
+        None, "also keep ckpt_step<N>.pt every this many steps (a multiple of --ckpt-interval)"
+    )
     progress: bool = help_field(True, "show a progress bar")
 
 
@@ -117,6 +120,7 @@ def run_train(cfg: TrainJobConfig) -> Path:
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         ckpt_interval=cfg.ckpt_interval,
+        keep_every=cfg.keep_every,
         num_workers=cfg.num_workers,
         num_threads=cfg.threads,
         progress=cfg.progress,

@@ -1,0 +1,200 @@
+"""The grid of ``ibc-gym benchmark``: its options, their checks, and the cells and datasets they
+expand to.
+
+A *cell* is one training run (env x policy x number of demos x action type x training seed)
+plus the evaluation of its kept checkpoints. A *dataset* is shared by every cell with the same
+env, action type and number of demos: the first N episodes of one collection of ``max(--demos)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import envs
+from demos.args import help_field
+from demos.collect import CollectConfig
+from demos.train import TrainJobConfig
+
+DEFAULT_ENVS: tuple[str, ...] = ("ibc/ReachAnyTarget-v0",)
+POLICIES: tuple[str, ...] = ("implicit", "explicit")
+ACTION_TYPES: tuple[str, ...] = ("position", "delta")
+
+# Whether ``CollectConfig`` (and so the envs) takes an action type yet; see action_type_kwargs.
+COLLECT_HAS_ACTION_TYPE = "action_type" in {f.name for f in dataclasses.fields(CollectConfig)}
+
+# What --quick replaces: a grid of seconds (tiny images, few demos, steps and episodes).
+QUICK: dict[str, Any] = {
+    "image_size": 32, "demos": (2, 4), "seeds": (0,), "steps": 20, "batch_size": 8,
+    "keep_every": 10, "eval_episodes": 2, "eval_last": 2, "early_eval_episodes": 0,
+    "counter_examples": 16, "dfo_samples": 128, "eval_envs": 1,
+}
+
+# Options that do not change the results (left out of grid.json and of the rows).
+RUN_OPTIONS = ("out", "jobs", "quick", "fresh", "progress")
+
+
+def action_type_kwargs(action_type: str) -> dict[str, Any]:
+    """The one place where the grid's action type meets collection and the envs: the extra
+    ``CollectConfig`` fields and env kwargs for ``action_type``. Before the envs take an
+    ``action_type`` kwarg only ``"position"`` (their only kind of action) is accepted."""
+    if COLLECT_HAS_ACTION_TYPE:
+        return {"action_type": action_type}
+    if action_type != "position":
+        raise ValueError(
+            f"action type {action_type!r} needs envs with an action_type kwarg; "
+            f"this build's envs take position set-points only"
+        )
+    return {}
+
+
+def env_slug(env_id: str) -> str:
+    return env_id.split("/")[-1]
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One training run of the grid and the evaluation of its checkpoints."""
+
+    env: str
+    n_demos: int
+    action_type: str
+    seed: int
+    policy: str
+
+    @property
+    def name(self) -> str:
+        return f"{env_slug(self.env)}_{self.policy}_n{self.n_demos}_{self.action_type}_s{self.seed}"
+
+    def settings(self) -> dict[str, Any]:
+        return {"env": self.env, "policy": self.policy, "n_demos": self.n_demos,
+                "action_type": self.action_type, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """Options of ``ibc-gym benchmark`` (``--quick`` replaces the sizes with those of ``QUICK``)."""
+
+    out: Path = help_field(Path("benchmark"), "results folder (grid.json, results.jsonl, summary.md, plots)")
+    envs: tuple[str, ...] = help_field(DEFAULT_ENVS, "env ids")
+    policies: tuple[str, ...] = help_field(POLICIES, f"policies ({', '.join(POLICIES)})")
+    seeds: tuple[int, ...] = help_field((0, 1, 2), "training seeds (weights, data order, counter-examples)")
+    demos: tuple[int, ...] = help_field(
+        (10, 30, 100), "numbers of demos (the first N episodes of one collection of the largest)"
+    )
+    action_types: tuple[str, ...] = help_field(("position",), f"env action types ({', '.join(ACTION_TYPES)})")
+    data_seed: int = help_field(0, "demo episode i is reset with data-seed + i (the expert's seed too)")
+    image_size: int = help_field(64, "observation image size in pixels")
+    steps: int = help_field(2000, "training steps per cell (a multiple of --keep-every)")
+    batch_size: int = help_field(32, "training batch size")
+    keep_every: int = help_field(250, "keep and evaluate a checkpoint every this many steps")
+    eval_episodes: int = help_field(50, "evaluation episodes of each of the last --eval-last checkpoints")
+    eval_last: int = help_field(5, "checkpoints evaluated with --eval-episodes (and the stability spread)")
+    early_eval_episodes: int = help_field(10, "evaluation episodes of each earlier checkpoint (0: skip them)")
+    eval_seed: int = help_field(100_000, "evaluation episode i is reset with eval-seed + i (disjoint from the demos)")
+    eval_envs: int = help_field(1, "sub-envs stepped together during evaluation (the policy's batch)")
+    counter_examples: int = help_field(TrainJobConfig.counter_examples, "InfoNCE counter-examples (implicit)")
+    dfo_samples: int = help_field(TrainJobConfig.dfo_samples, "DFO samples at inference (implicit)")
+    jobs: int = help_field(2, "cells run side by side (one process and torch thread each)")
+    quick: bool = help_field(False, f"a tiny grid of seconds (sets {', '.join(QUICK)})")
+    fresh: bool = help_field(False, "delete the results folder's previous grid first")
+    progress: bool = help_field(True, "show a progress bar over cells")
+
+    def __post_init__(self) -> None:
+        _check_grid(self)
+
+    def effective(self) -> BenchmarkConfig:
+        """The grid to run: this one, or its ``QUICK`` version with ``--quick``."""
+        return replace(self, quick=False, **QUICK) if self.quick else self
+
+    def grid_dict(self) -> dict[str, Any]:
+        """Every setting that changes the results, JSON-ready (stored as ``grid.json``)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in RUN_OPTIONS}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    def row_settings(self) -> dict[str, Any]:
+        """The scalar settings every results row carries (the grid's lists vary per cell)."""
+        return {k: v for k, v in self.grid_dict().items() if not isinstance(v, list)}
+
+    def command_line(self) -> str:
+        """An ``ibc-gym benchmark`` command that runs this grid (options off their defaults)."""
+        parts = ["ibc-gym benchmark", f"--out {self.out}"]
+        defaults = BenchmarkConfig().grid_dict()
+        for k, v in self.grid_dict().items():
+            if v != defaults[k]:
+                parts.append(f"--{k.replace('_', '-')} " + (" ".join(map(str, v)) if isinstance(v, list) else str(v)))
+        return " ".join(parts)
+
+    def kept_steps(self) -> list[int]:
+        return list(range(self.keep_every, self.steps + 1, self.keep_every))
+
+    def eval_plan(self) -> dict[int, int]:
+        """``{step: episodes}`` of the kept checkpoints that are evaluated."""
+        kept = self.kept_steps()
+        plan = {s: self.early_eval_episodes for s in kept[: -self.eval_last]}
+        plan.update({s: self.eval_episodes for s in kept[-self.eval_last:]})
+        return {s: n for s, n in plan.items() if n > 0}
+
+    def cells(self) -> list[Cell]:
+        return [
+            Cell(env, n, at, seed, policy)
+            for env in self.envs for n in self.demos for at in self.action_types
+            for seed in self.seeds for policy in self.policies
+        ]
+
+    def dataset_path(self, env: str, action_type: str, n_demos: int) -> Path:
+        return self.out / "data" / f"{env_slug(env)}_{action_type}_seed{self.data_seed}_n{n_demos}.h5"
+
+
+def _check_names(option: str, given: tuple[Any, ...], known: tuple[Any, ...], what: str) -> None:
+    if not given:
+        raise ValueError(f"--{option} needs at least one value")
+    for name in given:
+        if name not in known:
+            raise ValueError(f"unknown {what} {name!r} in --{option} (known: {', '.join(map(str, known))})")
+    if len(set(given)) != len(given):
+        raise ValueError(f"--{option} lists a value twice: {' '.join(map(str, given))}")
+
+
+def _check_grid(cfg: BenchmarkConfig) -> None:
+    """Raise ``ValueError`` naming the first bad option."""
+    _check_names("envs", cfg.envs, envs.ENV_IDS, "env")
+    _check_names("policies", cfg.policies, POLICIES, "policy")
+    _check_names("action-types", cfg.action_types, ACTION_TYPES, "action type")
+    for at in cfg.action_types:
+        action_type_kwargs(at)
+    for option in ("seeds", "demos"):
+        values = getattr(cfg, option)
+        if not values:
+            raise ValueError(f"--{option} needs at least one value")
+        if len(set(values)) != len(values):
+            raise ValueError(f"--{option} lists a value twice: {' '.join(map(str, values))}")
+    for n in cfg.demos:
+        if n <= 0:
+            raise ValueError(f"--demos must be positive, got {n}")
+    for s in cfg.seeds:
+        if s < 0:
+            raise ValueError(f"--seeds must be non-negative, got {s}")
+    positive = ("image_size", "steps", "batch_size", "keep_every", "eval_episodes", "eval_last",
+                "eval_envs", "counter_examples", "dfo_samples", "jobs")
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+    if cfg.early_eval_episodes < 0:
+        raise ValueError(f"--early-eval-episodes must be >= 0, got {cfg.early_eval_episodes}")
+    if cfg.steps % cfg.keep_every:
+        raise ValueError(f"--steps ({cfg.steps}) must be a multiple of --keep-every ({cfg.keep_every})")
+    evaluated = [n for n in (cfg.eval_episodes, cfg.early_eval_episodes) if n > 0]
+    if cfg.eval_envs > min(evaluated):
+        raise ValueError(f"--eval-envs ({cfg.eval_envs}) exceeds the episodes of an evaluation ({min(evaluated)})")
+    # Collection drops the expert's failures and gives up after 10x as many: seeds stay below
+    # data_seed + 11 * max(demos).
+    demo_end = cfg.data_seed + 11 * max(cfg.demos)
+    eval_end = cfg.eval_seed + max(cfg.eval_episodes, cfg.early_eval_episodes)
+    if cfg.data_seed < eval_end and cfg.eval_seed < demo_end:
+        raise ValueError(
+            f"evaluation seeds {cfg.eval_seed}-{eval_end - 1} may overlap the demo seeds "
+            f"{cfg.data_seed}-{demo_end - 1}; pick another --eval-seed or --data-seed"
+        )

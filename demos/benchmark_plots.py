@@ -1,0 +1,92 @@
+"""The figures of ``ibc-gym benchmark`` from its results rows (pyplot-free, written atomically).
+
+- ``stability.png``: success against training step, one panel per env x number of demos x action
+  type, one line per policy and training seed (the evaluated kept checkpoints).
+- ``data_efficiency.png``: final-checkpoint success against number of demos (log axis), one panel
+  per env x action type, one line per policy: the mean over training seeds, error bars of one
+  sample standard deviation, the seeds as dots.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from demos.benchmark_summary import cell_stats, group_rows, group_stats
+from demos.viz.plotting import new_figure, save_figure
+
+POLICY_COLORS = {"implicit": "tab:blue", "explicit": "tab:orange"}
+SEED_STYLES = ("-", "--", ":", "-.")
+SUCCESS_LIMITS = (-0.03, 1.03)
+
+
+def _panels(n: int) -> tuple[int, int]:
+    cols = min(n, 4)
+    return (n + cols - 1) // cols, cols
+
+
+def stability_figure(rows: list[dict[str, Any]]) -> Figure:
+    """Success rate against training step; line ``label`` = ``"<policy> seed <s>"``."""
+    panels = group_rows(rows, ("env", "n_demos", "action_type"))
+    nr, nc = _panels(len(panels))
+    fig = new_figure(4.2 * nc, 3.2 * nr)
+    axes = fig.subplots(nr, nc, squeeze=False).ravel()
+    for ax, ((env, n, at), prow) in zip(axes, panels.items(), strict=False):
+        seeds = sorted({r["seed"] for r in prow})
+        for (policy, seed), crow in sorted(group_rows(prow, ("policy", "seed")).items()):
+            crow = sorted(crow, key=lambda r: r["step"])
+            ax.plot([r["step"] for r in crow], [r["success_rate"] for r in crow],
+                    color=POLICY_COLORS.get(policy), ls=SEED_STYLES[seeds.index(seed) % len(SEED_STYLES)],
+                    marker="o", ms=3, label=f"{policy} seed {seed}")
+        ax.set_title(f"{env}, {n} demos, {at}", fontsize=9)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("success rate")
+        ax.set_ylim(*SUCCESS_LIMITS)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    return fig
+
+
+def data_efficiency_figure(rows: list[dict[str, Any]], last: int = 5) -> Figure:
+    """Final success against number of demos; the mean line's ``label`` is the policy name."""
+    groups = group_stats(rows, last)
+    cells = cell_stats(rows, last)
+    panels = group_rows(groups, ("env", "action_type"))
+    nr, nc = _panels(len(panels))
+    fig = new_figure(4.2 * nc, 3.2 * nr)
+    axes = fig.subplots(nr, nc, squeeze=False).ravel()
+    for ax, ((env, at), prow) in zip(axes, panels.items(), strict=False):
+        demos = sorted({g["n_demos"] for g in prow})
+        for policy, grows in group_rows(prow, ("policy",)).items():
+            grows = sorted(grows, key=lambda g: g["n_demos"])
+            color = POLICY_COLORS.get(policy[0])
+            ax.errorbar([g["n_demos"] for g in grows], [g["success_mean"] for g in grows],
+                        yerr=[g["success_std"] for g in grows], color=color, marker="o",
+                        capsize=3, label=policy[0])
+            dots = [c for c in cells if (c["env"], c["action_type"], c["policy"]) == (env, at, policy[0])]
+            ax.scatter([c["n_demos"] for c in dots], [c["final"]["success_rate"] for c in dots],
+                       color=color, s=10, alpha=0.5, zorder=3)
+        ax.set_xscale("log")
+        ax.set_xticks(demos, [str(d) for d in demos])
+        ax.minorticks_off()
+        ax.set_title(f"{env}, {at}", fontsize=9)
+        ax.set_xlabel("number of demos")
+        ax.set_ylabel("success rate (final checkpoint)")
+        ax.set_ylim(*SUCCESS_LIMITS)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    return fig
+
+
+def write_plots(rows: list[dict[str, Any]], out: Path, last: int = 5) -> list[Path]:
+    """Write ``stability.png`` and ``data_efficiency.png`` to ``out`` atomically."""
+    return [
+        save_figure(stability_figure(rows), out / "stability.png"),
+        save_figure(data_efficiency_figure(rows, last), out / "data_efficiency.png"),
+    ]
