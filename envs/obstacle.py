@@ -8,26 +8,29 @@ from typing import Any, ClassVar
 import numpy as np
 
 from envs.base import ReachEnv, ReachTask, Scene
-from envs.physics import AGENT_RADIUS, RED, PlanarScene
+from envs.physics import RED, PlanarScene
 
 WALL_HALF_LENGTH = 0.3  # half the wall's length, across the start-target direction
 WALL_HALF_WIDTH = 0.05  # half its thickness, along the start-target direction
-WAYPOINT_OFFSET = 0.52  # the two waypoints lie this far from the wall centre, along the wall
-CLEARANCE = AGENT_RADIUS + 0.03  # an expert path keeps the disc centre this far from the wall
-LAYOUT_DISTANCE = (0.6, 0.7)  # range of the start's and the target's distance from the wall
+WAYPOINT_OFFSET = 0.55  # the waypoints lie this far from the wall centre along the wall ...
+WAYPOINT_DEPTH = 0.1  # ... and this far beyond it, toward the target (behind the wall)
+START_DISTANCE = (0.14, 0.2)  # the disc starts this far in front of the wall centre (close) ...
+TARGET_DISTANCE = (0.6, 0.7)  # ... and the target lies this far behind it
 
 
 def obstacle_waypoints(obstacle: np.ndarray) -> np.ndarray:
     """``(..., 5)`` obstacle rows ``(cx, cy, ux, uy, half_length)`` -> ``(..., 2, 2)`` waypoints.
 
-    ``u`` is the unit start-to-target direction (the wall's normal); waypoint ``s`` is the point
-    ``WAYPOINT_OFFSET`` beyond the wall centre along ``(-uy, ux)`` (``s = 0``) or ``(uy, -ux)``
-    (``s = 1``). Their mean is the wall centre.
+    ``u`` is the unit start-to-target direction (the wall's normal); waypoint ``s`` lies
+    ``WAYPOINT_DEPTH`` beyond the wall centre along ``u`` and ``WAYPOINT_OFFSET`` along
+    ``(-uy, ux)`` (``s = 0``) or ``(uy, -ux)`` (``s = 1``), beside an end of the wall. Their mean
+    lies just behind the wall centre: commanding it pushes the disc into the wall.
     """
     obstacle = np.asarray(obstacle, dtype=np.float64)
     center, u = obstacle[..., 0:2], obstacle[..., 2:4]
     w = np.stack([-u[..., 1], u[..., 0]], axis=-1)
-    return np.stack([center + WAYPOINT_OFFSET * w, center - WAYPOINT_OFFSET * w], axis=-2)
+    base = center + WAYPOINT_DEPTH * u
+    return np.stack([base + WAYPOINT_OFFSET * w, base - WAYPOINT_OFFSET * w], axis=-2)
 
 
 def distance_to_wall(points: np.ndarray, center: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -43,20 +46,25 @@ class ReachAroundObstacleEnv(ReachEnv):
 
     ## Description
 
-    As ``ibc/ReachTarget-v0`` (same disc, controller, floor, camera and 10 Hz control), with a
-    near-black wall (0.6 long, 0.1 thick: a static pybullet box the disc collides with) lying
-    across the straight line from the disc's start to the red target. The disc has a collision
-    cylinder of its radius and is driven by a force toward its set-point (the same straight,
-    capped-speed motion as ``ibc/ReachTarget-v0`` in free space): driving into the wall stops it
-    there. It slides along the wall only when the set-point pulls it sideways by more than
-    friction holds (friction coefficient 0.5: a pull more than 27 degrees off the wall's normal).
+    As ``ibc/ReachTarget-v0`` (same disc, floor, camera and 10 Hz control), with a near-black wall
+    (0.6 long, 0.1 thick: a static pybullet box the disc collides with) between the disc and the
+    red target. The disc has a collision cylinder of its radius and is driven by a force toward
+    its set-point (the same straight, capped-speed motion as ``ibc/ReachTarget-v0`` in free
+    space): driving into the wall stops it there. It slides along the wall only when the
+    set-point pulls it sideways by more than friction holds (friction coefficient 0.5: a pull
+    more than 27 degrees off the wall's normal).
 
-    Why it is multimodal: the way around the left end and the way around the right end are
-    equally good, and the scripted expert picks one at random per episode. The two ways'
-    set-points are mirror images across the start-target line, so their average points into the
-    wall (the waypoints' mean is the wall centre): a policy that regresses the mean action drives
-    into the wall and stays there. The expert's action also jumps where it switches from the
-    waypoint to the target (a discontinuous policy).
+    The disc starts close in front of the wall's centre. The scripted expert picks an end of the
+    wall at random per episode and commands the waypoint beside that end, just behind the wall's
+    line: the disc slides along the wall, rounds the end, and once past the wall's line the expert
+    commands the target.
+
+    Why it is multimodal: going around the left end and around the right end are equally good,
+    and the two ways' set-points are mirror images across the start-target line. Their average
+    lies just behind the wall's centre, so a policy that regresses the mean action pushes the
+    disc head-on into the wall, where friction holds it against the small sideways pulls that
+    would otherwise let it drift to one side. The expert's action also jumps where it switches
+    from the waypoint to the target (a discontinuous policy).
 
     ## Action Space
 
@@ -85,17 +93,16 @@ class ReachAroundObstacleEnv(ReachEnv):
 
     ## Starting State
 
-    The wall lies at the centre of the workspace, its normal ``u`` at a uniform angle: the whole
-    layout turns. The disc starts at rest at ``-d_s u`` and the target lies at ``d_t u``, with
-    ``d_s, d_t`` uniform in ``[0.6, 0.7]``. The waypoints are ``+-0.52 w`` (``w`` along the
-    wall), and the straight paths start -> waypoint -> target keep the disc centre at least 0.09
-    from the wall on both sides (layouts that would not are redrawn; with these ranges, none).
-    Drawn from ``self.np_random`` only.
+    The wall lies at the centre of the workspace with its normal ``u`` (pointing from the start to
+    the target) at a uniform angle: the whole layout turns. The disc starts at rest at
+    ``-d_s u`` and the target lies at ``d_t u``, with ``d_s`` uniform in ``[0.14, 0.2]`` (a gap of
+    0.03 to 0.09 between disc and wall) and ``d_t`` uniform in ``[0.6, 0.7]``. Drawn from
+    ``self.np_random`` only.
 
     Why little variety besides the angle: a policy that regresses the mean action fails only
     where it cannot memorize which way each demonstration went. A layout drawn from one angle and
     two short distances is covered densely by a few hundred demos, so nearly identical images
-    come with both ways (see the README for what a freer layout did).
+    come with both ways.
 
     ## Episode End
 
@@ -106,7 +113,8 @@ class ReachAroundObstacleEnv(ReachEnv):
     ``is_success``, ``distance`` (to the target), ``agent_pos`` (float32 ``(2,)``), ``targets``
     (float32 ``(1, 2)``), ``reached`` (bool ``(1,)``), ``phase`` (always 0), ``obstacle``
     (float32 ``(5,)``: wall centre ``x, y``, normal ``ux, uy``, half length), ``waypoints``
-    (float32 ``(2, 2)``: the points beside the wall's two ends that the expert goes through).
+    (float32 ``(2, 2)``: the set-points beside the wall's two ends, ``0.55`` along the wall and
+    ``0.1`` behind it, that the expert commands first).
 
     ## Arguments
 
@@ -135,38 +143,14 @@ class ReachAroundObstacleEnv(ReachEnv):
         )
 
     def _sample_start(self) -> tuple[np.ndarray, np.ndarray]:
-        rng, t = self.np_random, self.task
-        while True:
-            center = np.zeros(2)
-            angle = rng.uniform(0.0, 2.0 * math.pi)
-            d_s, d_t = rng.uniform(*LAYOUT_DISTANCE, 2)
-            u = np.array([math.cos(angle), math.sin(angle)])
-            agent, target = center - d_s * u, center + d_t * u
-            obstacle = np.array([*center, *u, WALL_HALF_LENGTH])
-            waypoints = obstacle_waypoints(obstacle)
-            if (
-                np.all(np.abs(agent) <= t.agent_limit)
-                and np.all(np.abs(target) <= t.target_limit)
-                and np.all(np.abs(waypoints) <= t.agent_limit)
-                and self._paths_clear(agent, waypoints, target, center, u)
-            ):
-                break
-        self._obstacle = obstacle.astype(np.float32)
+        rng = self.np_random
+        angle = rng.uniform(0.0, 2.0 * math.pi)
+        d_s, d_t = rng.uniform(*START_DISTANCE), rng.uniform(*TARGET_DISTANCE)
+        u = np.array([math.cos(angle), math.sin(angle)])
+        center = np.zeros(2)
+        self._obstacle = np.array([*center, *u, WALL_HALF_LENGTH], np.float32)
         self._scene.set_obstacle(center, angle)  # type: ignore[attr-defined]
-        return agent, target[None]
-
-    @staticmethod
-    def _paths_clear(
-        agent: np.ndarray, waypoints: np.ndarray, target: np.ndarray, center: np.ndarray, u: np.ndarray
-    ) -> bool:
-        s = np.linspace(0.0, 1.0, 41)[:, None]
-        for waypoint in waypoints:
-            points = np.concatenate(
-                [agent + s * (waypoint - agent), waypoint + s * (target - waypoint)]
-            )
-            if distance_to_wall(points, center, u).min() < CLEARANCE:
-                return False
-        return True
+        return center - d_s * u, (center + d_t * u)[None]
 
     def _extra_state(self) -> np.ndarray:
         return self._obstacle[:4].copy()
