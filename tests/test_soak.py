@@ -8,6 +8,8 @@ env, so it is marked ``slow`` and left out of the default run (``pytest -m slow`
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import os
 from pathlib import Path
@@ -21,11 +23,30 @@ STATUS = Path("/proc/self/status")
 FDS = Path("/proc/self/fd")
 WARMUP = 30
 
+
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim  # noqa: B018  (glibc only)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+LIBC = _glibc()
+
 pytestmark = pytest.mark.skipif(not STATUS.exists(), reason="reads /proc/self (Linux)")
 
 
 def rss_kb() -> int:
-    """This process's resident memory in KB."""
+    """This process's resident memory in KB, after returning freed heap memory to the system.
+
+    Without the trim, glibc keeps tens of MB of freed blocks resident or not depending on the
+    moment (RSS swings by ~28 MB between two reads here), which would hide or fake a leak.
+    """
+    gc.collect()
+    if LIBC is not None:
+        LIBC.malloc_trim(0)
     for line in STATUS.read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
@@ -46,11 +67,9 @@ def soak(env_id: str, cycles: int) -> tuple[float, int]:
     """``cycles`` make/reset/close cycles: ``-> (RSS growth in KB per cycle, fd growth)``."""
     for i in range(WARMUP):
         cycle(env_id, i)
-    gc.collect()
     rss0, fds0 = rss_kb(), open_fds()
     for i in range(cycles):
         cycle(env_id, i)
-    gc.collect()
     return (rss_kb() - rss0) / cycles, open_fds() - fds0
 
 
