@@ -251,8 +251,9 @@ class DemoDataset:
         if len(bad):
             e, t = self.locate(int(bad[0]))
             raise DatasetError(
-                f"{self.path}: actions of {len(bad)} frames are not finite, the first at frame "
-                f"{bad[0]} (episode {e}, step {t}): {self.actions[bad[0]].tolist()}"
+                f"{self.path}: the actions of {len(bad)} of {len(self.actions)} frames are not "
+                f"finite; the first is frame {bad[0]} (episode {e}, step {t}): "
+                f"{self.actions[bad[0]].tolist()}"
             )
 
     def episodes(self) -> Iterator[dict[str, np.ndarray]]:

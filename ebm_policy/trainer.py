@@ -376,7 +376,7 @@ class Trainer:
         self.policy.train()
         loss, metrics = self.policy.compute_loss(batch, generator=self.generator)
         if not bool(torch.isfinite(loss)):
-            raise self._diverged(self.step + 1, f"the loss is {float(loss)}")
+            raise self._diverged(self.step + 1, f"the loss is {float(loss.detach())}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in self.policy.parameters() if p.grad is not None]
