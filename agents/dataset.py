@@ -219,7 +219,8 @@ class DemoDataset:
         return e, i - (0 if e == 0 else int(self.episode_ends[e - 1]))
 
     def _read(self, start: int, end: int) -> np.ndarray:
-        """Frames ``[start, end)``: ``-> (end - start, H, W, C)``; ``DatasetError`` names a damaged one."""
+        """Frames ``[start, end)``: ``-> (end - start, H, W, C)``; a damaged one raises
+        ``DatasetError`` naming it."""
         try:
             return np.asarray(self._images_ds()[start:end])
         except OSError:  # a damaged chunk: find the first frame that cannot be read
@@ -296,9 +297,10 @@ def _validate(f: h5py.File, path: Path, obs_key: str) -> dict[str, Any]:
     n = _check_array(f, path, "actions", ndim=2, kinds="f")
     _check_array(f, path, "rewards", ndim=1, kinds="f")
     images = f[f"obs/{obs_key}"]
-    if obs_key == "pixels" and (images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8):
+    if obs_key == "pixels" and (images.ndim != 4 or images.shape[-1] != 3 or images.dtype != "u1"):
         raise DatasetError(
-            f"{path}: obs/pixels must be uint8 (N, H, W, 3) images, got {images.dtype} {images.shape}"
+            f"{path}: obs/pixels must be uint8 (N, H, W, 3) images, got {images.dtype} "
+            f"{images.shape}"
         )
     for name in ("episode_ends", "episode_seeds", "episode_success"):
         _check_array(f, path, name, ndim=1, kinds="b" if name == "episode_success" else "iu")
@@ -307,7 +309,9 @@ def _validate(f: h5py.File, path: Path, obs_key: str) -> dict[str, Any]:
     if len(ends) == 0 or int(ends[-1]) != n or any(v != n for v in lengths.values()) or f["rewards"].shape[0] != n:
         raise DatasetError(f"{path} is inconsistent: episode ends, actions and observations disagree in length")
     if ends[0] <= 0 or np.any(np.diff(ends) <= 0):
-        raise DatasetError(f"{path} is inconsistent: episode_ends must increase strictly from above 0")
+        raise DatasetError(
+            f"{path} is inconsistent: episode_ends must increase strictly from above 0"
+        )
     if not (len(ends) == len(f["episode_seeds"]) == len(f["episode_success"])):
         raise DatasetError(f"{path} is inconsistent: per-episode arrays disagree in length")
     attrs = dict(f.attrs)
@@ -329,7 +333,9 @@ def _check_array(f: h5py.File, path: Path, name: str, *, ndim: int, kinds: str) 
     return int(ds.shape[0])
 
 
-def _json_attr(path: Path, attrs: dict[str, Any], name: str, default: str | None = None) -> dict[str, Any]:
+def _json_attr(
+    path: Path, attrs: dict[str, Any], name: str, default: str | None = None
+) -> dict[str, Any]:
     """The JSON-object attribute ``name`` as a dict; ``DatasetError`` if missing or malformed."""
     text = attrs.get(name, default)
     if text is None:
@@ -337,9 +343,13 @@ def _json_attr(path: Path, attrs: dict[str, Any], name: str, default: str | None
     try:
         value = json.loads(text)
     except (TypeError, ValueError) as e:
-        raise DatasetError(f"{path}: the {name} attribute is not valid JSON ({e}): {str(text)[:60]!r}") from None
+        raise DatasetError(
+            f"{path}: the {name} attribute is not valid JSON ({e}): {str(text)[:60]!r}"
+        ) from None
     if not isinstance(value, dict):
-        raise DatasetError(f"{path}: the {name} attribute must be a JSON object, got {str(text)[:60]!r}")
+        raise DatasetError(
+            f"{path}: the {name} attribute must be a JSON object, got {str(text)[:60]!r}"
+        )
     return value
 
 

@@ -40,9 +40,10 @@ class Rule:
     def describe(self, tp: type) -> str:
         """What the rule accepts, e.g. ``an integer >= 1`` or ``a finite number > 0``."""
         noun = "an integer" if tp is int else "a finite number" if self.finite else "a number"
-        lo = f"[{self.min:g}" if self.min is not None else f"({self.above:g}" if self.above is not None else None
-        if lo is not None and self.max is not None:
-            return f"{noun} in {lo}, {self.max:g}]"
+        if self.max is not None and self.min is not None:
+            return f"{noun} in [{self.min:g}, {self.max:g}]"
+        if self.max is not None and self.above is not None:
+            return f"{noun} in ({self.above:g}, {self.max:g}]"
         if self.min is not None:
             return f"{noun} >= {self.min:g}"
         if self.above is not None:
@@ -115,7 +116,9 @@ def torch_device(value: str) -> None:
     try:
         torch.device(value)
     except (RuntimeError, ValueError):
-        raise ValueError(f"must be a torch device (cpu, cuda, cuda:1, ...), got {value!r}") from None
+        raise ValueError(
+            f"must be a torch device (cpu, cuda, cuda:1, ...), got {value!r}"
+        ) from None
 
 
 def one_of(*choices: str) -> Check:
@@ -129,7 +132,7 @@ def one_of(*choices: str) -> Check:
 
 
 def check_options(cfg: Any) -> None:
-    """Apply every field's rule to the config ``cfg``: ``ValueError`` naming the first bad option."""
+    """Apply every field's rule to ``cfg``: ``ValueError`` naming the first bad option."""
     for f in dataclasses.fields(cfg):
         rule = f.metadata.get("rule")
         value = getattr(cfg, f.name)
@@ -174,7 +177,10 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         item_tp = get_args(tp)[0] if get_origin(tp) is tuple else tp
         accepts = rule.describe(item_tp) if item_tp in (int, float) else ""
         accepts = "" if accepts in ("", "an integer", "a finite number") else f"; {accepts}"
-        kwargs: dict[str, Any] = {"dest": f.name, "help": f"{help_text} (default: {default}{accepts})"}
+        kwargs: dict[str, Any] = {
+            "dest": f.name,
+            "help": f"{help_text} (default: {default}{accepts})",
+        }
         if required:
             kwargs["required"] = True
             kwargs["help"] = help_text

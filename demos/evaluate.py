@@ -78,12 +78,16 @@ def summarize(episodes: list[Episode], stats: RolloutStats, num_envs: int) -> di
         "eval/success_rate": successes / n if n else None,
         "eval/success_ci95": [low, high],
         "eval/episodes": n,
-        "eval/mean_episode_length": float(np.mean([ep.length for ep in episodes])) if n else None,
-        "eval/mean_final_distance": float(np.mean([ep.final_distance for ep in episodes])) if n else None,
+        "eval/mean_episode_length": _mean([ep.length for ep in episodes]),
+        "eval/mean_final_distance": _mean([ep.final_distance for ep in episodes]),
         "eval/policy_ms_per_call": stats.ms_per_policy_call,
         "eval/policy_ms_per_step": stats.ms_per_policy_call / num_envs,
         "eval/env_steps_per_s": stats.steps_per_second,
     }
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -121,7 +125,6 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     an evaluation that fails or is interrupted leaves the previous ``metrics.json`` as it was,
     and no folder behind when it created it.
     """
-    check_options(cfg)
     torch.set_num_threads(cfg.threads)
     agent = load_agent(cfg.ckpt, env_id=cfg.env)
     overrides = cfg.dfo_overrides()
@@ -161,7 +164,12 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
 
 
 def _evaluate(
-    cfg: EvalConfig, agent: Any, env_id: str, seeds: list[int], out: Path, dfo: dict[str, Any] | None
+    cfg: EvalConfig,
+    agent: Any,
+    env_id: str,
+    seeds: list[int],
+    out: Path,
+    dfo: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """Roll out, write the videos and ``metrics.json``; returns the metrics."""
     num_envs = max(1, min(cfg.num_envs, cfg.episodes))

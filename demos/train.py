@@ -7,7 +7,7 @@ and demo seeds it was trained on), ``metrics.jsonl`` and ``energy_snapshots.npz`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +45,7 @@ class TrainJobConfig:
     batch_size: int = help_field(32, "examples per step", min=1)
     lr: float = help_field(1e-3, "Adam learning rate", above=0)
     lr_schedule: Literal["step", "cosine", "constant"] = help_field("cosine", "learning-rate schedule")
+    grad_clip: float | None = help_field(None, "clip the gradient norm to this (None: no clipping)", above=0)
     counter_examples: int = help_field(128, "InfoNCE counter-examples per example (implicit)", min=1)
     dfo_samples: int = help_field(2048, "DFO samples at inference (implicit)", min=1)
     dfo_iterations: int = help_field(3, "DFO iterations at inference (implicit)", min=0)
@@ -86,7 +87,7 @@ def build_policy(cfg: TrainJobConfig, low: Any, high: Any, action_dim: int) -> I
         conv_bias=cfg.conv_bias,
     )
     softargmax = SoftArgmaxConfig(temperature=cfg.temperature)
-    optim = OptimConfig(lr=cfg.lr, scheduler=cfg.lr_schedule)
+    optim = OptimConfig(lr=cfg.lr, scheduler=cfg.lr_schedule, grad_clip_norm=cfg.grad_clip)
     if cfg.policy == "implicit":
         config = ImplicitPolicyConfig(
             model=EBMConfig(action_dim=action_dim, cnn=cnn, softargmax=softargmax, hidden_dims=tuple(cfg.hidden)),
@@ -101,7 +102,7 @@ def build_policy(cfg: TrainJobConfig, low: Any, high: Any, action_dim: int) -> I
         model=ExplicitConfig(
             action_dim=action_dim, cnn=cnn, softargmax=softargmax, hidden_dims=tuple(cfg.hidden), dropout=0.0
         ),
-        optim=OptimConfig(lr=cfg.lr, scheduler=cfg.lr_schedule, weight_decay=1e-4),
+        optim=replace(optim, weight_decay=1e-4),
     )
     return ExplicitPolicy(config_e, low, high, seed=cfg.seed)
 

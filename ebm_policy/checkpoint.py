@@ -147,7 +147,10 @@ def _unreadable(path: Path, error: Exception) -> str:
             f"{path}: not an ibc-gym checkpoint: it asks to load {found[1]}, which no checkpoint "
             f"holds (refused; nothing in it was run)"
         )
-    return f"{path}: not an ibc-gym checkpoint, or damaged: not a readable torch checkpoint (truncated or corrupted?)"
+    return (
+        f"{path}: not an ibc-gym checkpoint, or damaged: not a readable torch checkpoint "
+        f"(truncated or corrupted?)"
+    )
 
 
 def upgrade_config(config: Any) -> Any:

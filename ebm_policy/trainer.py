@@ -170,7 +170,8 @@ class Trainer:
         return state
 
     def save(self) -> Path:
-        """Atomically write ``ckpt_last.pt`` (and a kept copy when due); refuses non-finite weights."""
+        """Atomically write ``ckpt_last.pt`` (and a kept copy when due); non-finite weights
+        raise ``TrainingDivergedError`` instead."""
         for name, value in self.policy.state_dict().items():
             if value.is_floating_point() and not bool(torch.isfinite(value).all()):
                 raise self._diverged(self.step, f"the weight {name!r} is not finite")
@@ -201,7 +202,7 @@ class Trainer:
             kept = "no checkpoint had been written yet"
         lr = self.scheduler.get_last_lr()[0]
         clip = self.policy.config.optim.grad_clip_norm
-        clipping = "gradient clipping" if clip is None else f"a lower gradient clip (now {clip:g})"
+        clipping = f"a lower gradient-norm clip (now {clip:g})" if clip else "gradient clipping"
         return TrainingDivergedError(
             f"training diverged at step {step}: {problem}; nothing of that step was saved and "
             f"{kept}. Try a lower learning rate (now {lr:g}), {clipping} or another seed"
@@ -272,7 +273,9 @@ class Trainer:
                 print(f"removed {path}, left behind by an interrupted write", file=sys.stderr)
             last = self.out_dir / CKPT_LAST
             if last.exists() and not resume:
-                raise FileExistsError(f"{last} exists; resume it or choose another output directory")
+                raise FileExistsError(
+                    f"{last} exists; resume it or choose another output directory"
+                )
             self._removes_folder = created
             devices = [self.device.index or 0] if self.device.type == "cuda" else []
             try:

@@ -90,7 +90,8 @@ def annulus_obj(inner: float, outer: float, segments: int) -> str:
     lines = [f"v {x!r} {y!r} 0.0" for x, y in vertices] + ["vn 0.0 0.0 1.0"]
     for k in range(0, n, 2):
         inner0, outer0, inner1, outer1 = k + 1, k + 2, (k + 2) % n + 1, (k + 3) % n + 1
-        lines += [f"f {inner0}//1 {outer0}//1 {outer1}//1", f"f {inner0}//1 {outer1}//1 {inner1}//1"]
+        lines.append(f"f {inner0}//1 {outer0}//1 {outer1}//1")  # 1-based, normal 1
+        lines.append(f"f {inner0}//1 {outer1}//1 {inner1}//1")
     return "\n".join(lines) + "\n"
 
 

@@ -99,7 +99,11 @@ def all_configs() -> list[tuple[str, type]]:
 
 
 def numeric(tp: object) -> bool:
-    tp = next((a for a in get_args(tp) if a is not type(None)), tp) if get_origin(tp) in (Union, UnionType) else tp
+    tp = (
+        next((a for a in get_args(tp) if a is not type(None)), tp)
+        if get_origin(tp) in (Union, UnionType)
+        else tp
+    )
     if get_origin(tp) is tuple:
         tp = get_args(tp)[0]
     return tp in (int, float)
@@ -112,7 +116,9 @@ def test_every_option_declares_its_valid_values(command: str, cls: type) -> None
     for f in dataclasses.fields(cls):
         rule: Rule = f.metadata["rule"]
         if numeric(hints[f.name]):
-            assert (rule.min, rule.max, rule.above) != (None, None, None), f"{command} --{f.name}: no range"
+            assert (rule.min, rule.max, rule.above) != (None, None, None), (
+                f"{command} --{f.name}: no range"
+            )
         if f.name in ("env", "envs", "device"):
             assert rule.check is not None, f"{command} --{f.name}: no check"
     check_options(cls())  # the defaults are valid
@@ -127,25 +133,43 @@ def test_every_option_declares_its_valid_values(command: str, cls: type) -> None
         (["eval", "--episodes", "-3"], "argument --episodes: must be an integer >= 1, got -3"),
         (["collect", "--env", "ibc/Nope-v0"], "argument --env: must be a registered env id (ibc/"),
         (["collect", "--noise", "nan"], "argument --noise: must be a finite number >= 0, got nan"),
-        (["train", "--ckpt-interval", "0"], "argument --ckpt-interval: must be an integer >= 1, got 0"),
+        (
+            ["train", "--ckpt-interval", "0"],
+            "argument --ckpt-interval: must be an integer >= 1, got 0",
+        ),
         (["train", "--keypoints", "0"], "argument --keypoints: must be an integer >= 1, got 0"),
         (["train", "--steps", "-5"], "argument --steps: must be an integer >= 1, got -5"),
         (["train", "--lr", "inf"], "argument --lr: must be a finite number > 0, got inf"),
-        (["train", "--channels", "8", "8", "--strides", "2"], "--channels and --strides need one value per"),
+        (
+            ["train", "--channels", "8", "8", "--strides", "2"],
+            "--channels and --strides need one value per",
+        ),
         (["train", "--steps", "many"], "argument --steps: invalid int value: 'many'"),
-        (["video", "--render-size", "5000"], "argument --render-size: must be an integer in [16, 1024]"),
-        (["demo", "--policies", "diffusion"], "argument --policies: must be one of implicit, explicit"),
+        (
+            ["video", "--render-size", "5000"],
+            "argument --render-size: must be an integer in [16, 1024]",
+        ),
+        (
+            ["demo", "--policies", "diffusion"],
+            "argument --policies: must be one of implicit, explicit",
+        ),
         (["viz", "dfo", "--dpi", "0"], "argument --dpi: must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_options_exit_2_with_one_line_and_write_nothing(
-    argv: list[str], expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    argv: list[str],
+    expected: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.chdir(tmp_path)  # the default outputs (runs/, data/, out/, videos/) land here
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0], err
-    assert err[0].startswith(f"ibc-gym {' '.join(a for a in argv[:2] if not a.startswith('-'))}: error: ")
+    assert err[0].startswith(
+        f"ibc-gym {' '.join(a for a in argv[:2] if not a.startswith('-'))}: error: "
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -179,8 +203,15 @@ def test_a_checkpoint_of_an_unregistered_env_is_named(
     )
 
     cnn = CNNConfig(channels=(4,), strides=(1,), pools=(1,), out_channels=2)
-    policy = ExplicitPolicy(ExplicitPolicyConfig(model=ExplicitConfig(cnn=cnn, hidden_dims=(4,))), [-1, -1], [1, 1])
-    meta = {"env_id": "ibc/Gone-v0", "env_kwargs": {}, "image_shape": [16, 16, 3], "train_seeds": [0]}
+    policy = ExplicitPolicy(
+        ExplicitPolicyConfig(model=ExplicitConfig(cnn=cnn, hidden_dims=(4,))), [-1, -1], [1, 1]
+    )
+    meta = {
+        "env_id": "ibc/Gone-v0",
+        "env_kwargs": {},
+        "image_shape": [16, 16, 3],
+        "train_seeds": [0],
+    }
     ckpt = save_checkpoint(tmp_path / "run" / "ckpt_last.pt", policy, metadata=meta)
     assert main(["eval", "--ckpt", str(ckpt), "--episodes", "1", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -32,8 +32,25 @@ from ebm_policy.metrics_log import MetricsLogger
 
 ENV = "ibc/ReachTarget-v0"
 SIZE = 16
-TINY_TRAIN = ["--steps", "3", "--batch-size", "2", "--channels", "4", "--strides", "1", "--hidden", "8",
-              "--keypoints", "2", "--counter-examples", "4", "--dfo-samples", "16", "--no-progress"]
+TINY_TRAIN = [
+    "--steps",
+    "3",
+    "--batch-size",
+    "2",
+    "--channels",
+    "4",
+    "--strides",
+    "1",
+    "--hidden",
+    "8",
+    "--keypoints",
+    "2",
+    "--counter-examples",
+    "4",
+    "--dfo-samples",
+    "16",
+    "--no-progress",
+]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -82,7 +99,9 @@ def one_line(capsys: pytest.CaptureFixture[str]) -> str:
 @pytest.mark.parametrize("in_memory", [False, True])
 def test_a_damaged_image_chunk_names_the_frame(demos: Path, in_memory: bool) -> None:
     corrupt_frame(demos, 6)  # episode 1, step 2
-    message = rf"{demos}: frame 6 \(episode 1, step 2\) of obs/pixels cannot be read: its data is damaged"
+    message = (
+        rf"{demos}: frame 6 \(episode 1, step 2\) of obs/pixels cannot be read: its data is damaged"
+    )
     if in_memory:
         with pytest.raises(DatasetError, match=message):
             DemoDataset(demos, in_memory=True)
@@ -109,17 +128,46 @@ def rewrite(path: Path, name: str, data: np.ndarray) -> None:
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda p: rewrite(p, "actions", np.zeros(13, np.float32)), r"actions must be a float array of shape \(N, A\), got float32 \(13,\)"),
-        (lambda p: rewrite(p, "actions", np.zeros((13, 2), np.int64)), r"actions must be a float array"),
-        (lambda p: rewrite(p, "actions", np.where(np.arange(26).reshape(13, 2) == 15, np.nan, 0.0).astype(np.float32)),
-         r"the actions of 1 of 13 frames are not finite; the first is frame 7 \(episode 1, step 3\)"),
+        (
+            lambda p: rewrite(p, "actions", np.zeros(13, np.float32)),
+            r"actions must be a float array of shape \(N, A\), got float32 \(13,\)",
+        ),
+        (
+            lambda p: rewrite(p, "actions", np.zeros((13, 2), np.int64)),
+            r"actions must be a float array",
+        ),
+        (
+            lambda p: rewrite(
+                p,
+                "actions",
+                np.where(np.arange(26).reshape(13, 2) == 15, np.nan, 0.0).astype(np.float32),
+            ),
+            r"the actions of 1 of 13 frames are not finite; the first is frame 7 "
+            r"\(episode 1, step 3\)",
+        ),
         (lambda p: rewrite(p, "episode_ends", np.array([4, 3, 13])), "episode_ends must increase"),
-        (lambda p: rewrite(p, "obs/pixels", np.zeros((13, SIZE, SIZE), np.uint8)), r"obs/pixels must be uint8 \(N, H, W, 3\)"),
-        (lambda p: _set_attr(p, "env_kwargs", "{obs_type: pixels"),
-         r"the env_kwargs attribute is not valid JSON"),
-        (lambda p: _set_attr(p, "env_kwargs", "[1, 2]"), "the env_kwargs attribute must be a JSON object"),
+        (
+            lambda p: rewrite(p, "obs/pixels", np.zeros((13, SIZE, SIZE), np.uint8)),
+            r"obs/pixels must be uint8 \(N, H, W, 3\)",
+        ),
+        (
+            lambda p: _set_attr(p, "env_kwargs", "{obs_type: pixels"),
+            r"the env_kwargs attribute is not valid JSON",
+        ),
+        (
+            lambda p: _set_attr(p, "env_kwargs", "[1, 2]"),
+            "the env_kwargs attribute must be a JSON object",
+        ),
     ],
-    ids=["1-D actions", "integer actions", "NaN action", "episode ends", "grey images", "bad JSON", "JSON list"],
+    ids=[
+        "1-D actions",
+        "integer actions",
+        "NaN action",
+        "episode ends",
+        "grey images",
+        "bad JSON",
+        "JSON list",
+    ],
 )
 def test_damaged_arrays_and_attributes(demos: Path, damage, message: str) -> None:
     damage(demos)
@@ -161,10 +209,10 @@ def test_a_hostile_checkpoint_is_refused_in_one_line_without_unsafe_advice(
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(evil)
     assert str(info.value) == (
-        f"{evil}: not an ibc-gym checkpoint: it asks to load posix.system, which no checkpoint holds "
-        f"(refused; nothing in it was run)"
+        f"{evil}: not an ibc-gym checkpoint: it asks to load posix.system, which no checkpoint "
+        f"holds (refused; nothing in it was run)"
     )
-    assert info.value.__cause__ is None and info.value.__suppress_context__  # torch's text stays out
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # no torch text
     assert main(["eval", "--ckpt", str(evil), "--episodes", "1", "--no-progress"]) == 2
     line = one_line(capsys)
     assert str(evil) in line and "weights_only" not in line and "not an ibc-gym checkpoint" in line
@@ -179,7 +227,10 @@ def test_damaged_checkpoint_files_get_one_line(tmp_path: Path, content: bytes) -
         load_checkpoint(path)
     text = str(info.value)
     assert "\n" not in text and "weights_only" not in text
-    assert text == f"{path}: not an ibc-gym checkpoint, or damaged: not a readable torch checkpoint (truncated or corrupted?)"
+    assert text == (
+        f"{path}: not an ibc-gym checkpoint, or damaged: not a readable torch checkpoint "
+        f"(truncated or corrupted?)"
+    )
 
 
 # ---- eval: a busy folder, an evaluation that must not replace metrics -------------------------
@@ -187,12 +238,16 @@ def test_damaged_checkpoint_files_get_one_line(tmp_path: Path, content: bytes) -
 
 def tiny_checkpoint(run: Path) -> Path:
     cnn = CNNConfig(channels=(4,), strides=(1,), pools=(1,), out_channels=2)
-    policy = ExplicitPolicy(ExplicitPolicyConfig(model=ExplicitConfig(cnn=cnn, hidden_dims=(4,))), [-1, -1], [1, 1])
+    policy = ExplicitPolicy(
+        ExplicitPolicyConfig(model=ExplicitConfig(cnn=cnn, hidden_dims=(4,))), [-1, -1], [1, 1]
+    )
     meta = {"env_id": ENV, "env_kwargs": {}, "image_shape": [SIZE, SIZE, 3], "train_seeds": [0, 1]}
     return save_checkpoint(run / "ckpt_last.pt", policy, metadata=meta)
 
 
-def test_eval_into_a_busy_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_into_a_busy_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import ebm_policy.runlock
 
     ckpt = tiny_checkpoint(tmp_path / "run")
@@ -206,12 +261,29 @@ def test_eval_into_a_busy_folder_is_refused(tmp_path: Path, capsys: pytest.Captu
         "with m.FolderLock(sys.argv[2], 'eval'):\n"
         "    print('locked', flush=True); sys.stdin.readline()\n"
     )
-    holder = subprocess.Popen([sys.executable, "-c", script, ebm_policy.runlock.__file__, str(metrics.parent)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, ebm_policy.runlock.__file__, str(metrics.parent)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        argv = ["eval", "--ckpt", str(ckpt), "--episodes", "2", "--seed", "10", "--videos", "0",
-                "--num-envs", "1", "--no-asynchronous", "--no-progress"]
+        argv = [
+            "eval",
+            "--ckpt",
+            str(ckpt),
+            "--episodes",
+            "2",
+            "--seed",
+            "10",
+            "--videos",
+            "0",
+            "--num-envs",
+            "1",
+            "--no-asynchronous",
+            "--no-progress",
+        ]
         assert main(argv) == 1
         assert f"is in use by pid {holder.pid} (ibc-gym eval, since " in one_line(capsys)
         assert metrics.read_text() == '{"eval/episodes": 100}\n'
@@ -227,23 +299,31 @@ def test_eval_into_a_busy_folder_is_refused(tmp_path: Path, capsys: pytest.Captu
 def test_undefined_metrics_are_null_in_strict_json(tmp_path: Path) -> None:
     metrics = summarize([], RolloutStats(), num_envs=1)
     assert metrics["eval/success_rate"] is None and metrics["eval/mean_final_distance"] is None
-    text = strict_json({"a": float("nan"), "b": [float("inf"), 1.5], "c": np.float32("nan"), "d": np.float64(2.0)})
+    text = strict_json(
+        {"a": float("nan"), "b": [float("inf"), 1.5], "c": np.float32("nan"), "d": np.float64(2.0)}
+    )
     assert text == '{"a": null, "b": [null, 1.5], "c": null, "d": 2.0}'
     logger = MetricsLogger(tmp_path, tensorboard=False)
     logger.log(1, {"train/loss": float("nan"), "train/lr": 0.1})
     logger.close()
-    assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1, "train/loss": null, "train/lr": 0.1}\n'
+    assert (
+        tmp_path / "metrics.jsonl"
+    ).read_text() == '{"step": 1, "train/loss": null, "train/lr": 0.1}\n'
 
 
 # ---- temporaries of killed writers -------------------------------------------------------------
 
 
 def dead_pid() -> int:
-    out = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     return int(out.stdout)
 
 
-def test_the_next_collection_removes_a_killed_writers_temp_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_next_collection_removes_a_killed_writers_temp_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     pid = dead_pid()
     stale = tmp_path / f".demos.h5.{pid}.tmp"  # what a SIGKILLed `ibc-gym collect` leaves
     live = tmp_path / f".demos.h5.{os.getppid()}.tmp"  # a running writer's

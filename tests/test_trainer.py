@@ -255,14 +255,23 @@ def finite_checkpoint(path: Path) -> bool:
     return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
 
 
-@pytest.mark.parametrize(("value", "what"), [(float("nan"), "the loss is nan"), (float("inf"), "the loss is inf")])
-def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, value: float, what: str) -> None:
+@pytest.mark.parametrize(
+    ("value", "what"), [(float("nan"), "the loss is nan"), (float("inf"), "the loss is inf")]
+)
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, value: float, what: str
+) -> None:
     policy = make("implicit")
     trainer = Trainer(policy, DotDataset(), config(ckpt_interval=4, log_interval=1), tmp_path)
     trainer.policy = NaNAt(policy, at=7, value=value)  # type: ignore[assignment]
-    with pytest.raises(TrainingDivergedError, match=rf"at step 7: {what}; .*\(.*ckpt_last.pt, step 4\) is kept.*learning rate"):
+    with pytest.raises(
+        TrainingDivergedError,
+        match=rf"at step 7: {what}; .*\(.*ckpt_last.pt, step 4\) is kept.*learning rate",
+    ):
         trainer.run()
-    assert load_checkpoint(tmp_path / "ckpt_last.pt")["step"] == 4 and finite_checkpoint(tmp_path / "ckpt_last.pt")
+    assert load_checkpoint(tmp_path / "ckpt_last.pt")["step"] == 4 and finite_checkpoint(
+        tmp_path / "ckpt_last.pt"
+    )
     text = (tmp_path / "metrics.jsonl").read_text()
     assert [json.loads(line)["step"] for line in text.splitlines()] == [1, 2, 3, 4, 5, 6]
     assert "NaN" not in text and "Infinity" not in text
@@ -273,7 +282,9 @@ def test_non_finite_weights_are_never_saved(tmp_path: Path) -> None:
     due after it is refused, and the run folder it created is removed (nothing to keep)."""
     run = tmp_path / "run"
     policy = make("explicit", optim=OptimConfig(lr=float("inf")))
-    with pytest.raises(TrainingDivergedError, match=r"at step 1: the weight .* is not finite.*removed"):
+    with pytest.raises(
+        TrainingDivergedError, match=r"at step 1: the weight .* is not finite.*removed"
+    ):
         train(policy, DotDataset(), config(ckpt_interval=1), run)
     assert not run.exists()
 
@@ -307,7 +318,9 @@ def hold_lock(folder: Path) -> subprocess.Popen:
 
     proc = subprocess.Popen(
         [sys.executable, "-c", LOCK_HOLDER, ebm_policy.runlock.__file__, str(folder)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
     return proc
@@ -318,17 +331,23 @@ def test_a_second_trainer_on_a_busy_run_folder_is_refused(tmp_path: Path) -> Non
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     holder = hold_lock(tmp_path)
     try:
-        with pytest.raises(FolderInUseError, match=rf"in use by pid {holder.pid} \(ibc-gym train, since "):
+        with pytest.raises(
+            FolderInUseError, match=rf"in use by pid {holder.pid} \(ibc-gym train, since "
+        ):
             train(make("explicit"), DotDataset(), config(steps=4), tmp_path, resume=True)
     finally:
         holder.communicate("\n")
-    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and p.name != ".lock"}
+    after = {
+        p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and p.name != ".lock"
+    }
     assert after == before  # nothing touched
     train(make("explicit"), DotDataset(), config(steps=4), tmp_path, resume=True)  # free again
     assert not (tmp_path / ".lock").exists()
 
 
-def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_a_lock_left_by_a_killed_process_is_taken_over(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     holder = hold_lock(tmp_path)
     holder.kill()
     holder.wait()
@@ -341,9 +360,14 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path: Path, capfd: py
 def test_stale_temporaries_are_removed_by_the_next_run(tmp_path: Path) -> None:
     """Killed writers leave temporaries (``.ckpt_last.<pid>.<token>.tmp.pt``); the next run in the
     folder removes those of dead processes and leaves a live writer's alone."""
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     pid = int(dead.stdout)
-    stale = [tmp_path / f".ckpt_last.{pid}.0123abcd.tmp.pt", tmp_path / f".energy_snapshots.{pid}.89abcdef.tmp.npz"]
+    stale = [
+        tmp_path / f".ckpt_last.{pid}.0123abcd.tmp.pt",
+        tmp_path / f".energy_snapshots.{pid}.89abcdef.tmp.npz",
+    ]
     live = tmp_path / f".ckpt_last.{os.getppid()}.0123abcd.tmp.pt"  # a process that is running
     for p in [*stale, live]:
         p.write_bytes(b"")
