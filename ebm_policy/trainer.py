@@ -365,8 +365,8 @@ class Trainer:
             if not self._in_step and self.step > (self._saved_at or 0):
                 self.save()
             raise
-        except Exception as e:
-            if self._stop_requested:  # e.g. data-loader workers that the same Ctrl-C stopped
+        except RuntimeError as e:  # data-loader workers that the same Ctrl-C stopped
+            if self._stop_requested and "DataLoader worker" in str(e):
                 raise KeyboardInterrupt from e
             raise
         finally:
