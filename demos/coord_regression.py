@@ -13,7 +13,6 @@ visualizations.
 from __future__ import annotations
 
 import contextlib
-import json
 import tempfile
 import time
 from collections.abc import Iterator
@@ -41,6 +40,7 @@ from ebm_policy import (
     TrainConfig,
     train,
 )
+from ebm_policy.fileio import write_json_atomic
 
 GREEN = (0, 255, 0)
 Region = Literal["all", "left", "right"]
@@ -271,7 +271,7 @@ def run_coord_regression(cfg: CoordRegressionConfig) -> dict[str, Any]:
           f"{torch.get_num_threads()} threads)\n\n{tables}")
     result = {"config": _jsonable(asdict(cfg)), "results": rows}
     if cfg.out is not None:
-        (cfg.out / "results.json").write_text(json.dumps(result, indent=2))
+        write_json_atomic(cfg.out / "results.json", result)  # strict: an undefined error is null
         (cfg.out / "results.md").write_text(tables)
     return result
 
