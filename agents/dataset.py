@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +31,7 @@ import h5py
 import numpy as np
 
 from agents.rollout import Episode
+from ebm_policy.fileio import remove_stale_temporaries
 
 FORMAT = "ibc-gym-demos"
 FORMAT_VERSION = 1
@@ -60,7 +62,10 @@ class DemoWriter:
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} exists; pass overwrite=True (--overwrite) to replace it")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # A temp file beside the target (same filesystem, so the final rename is atomic).
+        for stale in remove_stale_temporaries(self.path.parent, base=self.path.name):
+            print(f"removed {stale}, left behind by an interrupted collection", file=sys.stderr)
+        # A temp file beside the target (same filesystem, so the final rename is atomic); its
+        # name carries the pid, so the next writer of this path removes it if this one is killed.
         self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self._f = h5py.File(self._tmp, "w")
         self._f.attrs["format"] = FORMAT
@@ -143,7 +148,9 @@ class DemoDataset:
     small datasets).
 
     Raises ``DatasetError`` for a missing, truncated or foreign file, a format version this code
-    does not read, or (with ``env_id``) a dataset recorded on another env.
+    does not read, arrays of the wrong shape or type, non-finite actions, malformed JSON
+    attributes, or (with ``env_id``) a dataset recorded on another env; and, when an item is read,
+    for a frame whose data is damaged (naming the frame and its episode).
     """
 
     def __init__(
@@ -165,9 +172,10 @@ class DemoDataset:
                 self.image_shape = tuple(f[f"obs/{obs_key}"].shape[1:])
                 self.action_dim = int(f["actions"].shape[1])
                 self.actions = f["actions"][()]
-                self._images = f[f"obs/{obs_key}"][()] if in_memory else None
+                self._check_actions()
+                self._images = self._read_all(f[f"obs/{obs_key}"]) if in_memory else None
         except (OSError, KeyError) as e:  # h5py raises these on damaged files
-            raise DatasetError(f"{self.path} is damaged or truncated: {e}") from e
+            raise DatasetError(f"{self.path} is damaged or truncated: {_first_line(e)}") from e
         if env_id is not None and self.env_id != env_id:
             raise DatasetError(f"{self.path} was recorded on {self.env_id}, not on {env_id}")
         self._file: h5py.File | None = None
@@ -203,13 +211,57 @@ class DemoDataset:
         return self._file[f"obs/{self.obs_key}"]
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        return {"image": np.asarray(self._images_ds()[i]), "action": self.actions[i]}
+        return {"image": self._read(i, i + 1)[0], "action": self.actions[i]}
 
     def episode(self, e: int) -> dict[str, np.ndarray]:
         """All steps of episode ``e``: ``{"image": (T, H, W, C), "action": (T, A)}``."""
         start = 0 if e == 0 else int(self.episode_ends[e - 1])
         end = int(self.episode_ends[e])
-        return {"image": np.asarray(self._images_ds()[start:end]), "action": self.actions[start:end]}
+        return {"image": self._read(start, end), "action": self.actions[start:end]}
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """``(episode, step within it)`` of frame ``i``."""
+        e = int(np.searchsorted(self.episode_ends, i, side="right"))
+        return e, i - (0 if e == 0 else int(self.episode_ends[e - 1]))
+
+    def _read(self, start: int, end: int) -> np.ndarray:
+        """Frames ``[start, end)``: ``-> (end - start, H, W, C)``; a damaged one raises
+        ``DatasetError`` naming it."""
+        try:
+            return np.asarray(self._images_ds()[start:end])
+        except OSError:  # a damaged chunk: find the first frame that cannot be read
+            if end - start > 1:
+                for i in range(start, end):
+                    self._read(i, i + 1)
+            raise DatasetError(self._damaged_frame(start)) from None
+
+    def _read_all(self, images: h5py.Dataset) -> np.ndarray:
+        try:
+            return images[()]
+        except OSError:
+            for i in range(len(images)):
+                try:
+                    images[i]
+                except OSError:
+                    raise DatasetError(self._damaged_frame(i)) from None
+            raise
+
+    def _damaged_frame(self, i: int) -> str:
+        e, t = self.locate(i)
+        return (
+            f"{self.path}: frame {i} (episode {e}, step {t}) of obs/{self.obs_key} cannot be read: "
+            f"its data is damaged"
+        )
+
+    def _check_actions(self) -> None:
+        bad = np.flatnonzero(~np.isfinite(self.actions).all(axis=1))
+        if len(bad):
+            e, t = self.locate(int(bad[0]))
+            raise DatasetError(
+                f"{self.path}: the actions of {len(bad)} of {len(self.actions)} frames are not "
+                f"finite; the first is frame {bad[0]} (episode {e}, step {t}): "
+                f"{self.actions[bad[0]].tolist()}"
+            )
 
     def episodes(self) -> Iterator[dict[str, np.ndarray]]:
         for e in range(self.num_episodes):
@@ -248,14 +300,65 @@ def _validate(f: h5py.File, path: Path, obs_key: str) -> dict[str, Any]:
     if f"obs/{obs_key}" not in f:
         keys = sorted(f["obs"].keys()) if "obs" in f else []
         raise DatasetError(f"{path} has no observation {obs_key!r}; it has {keys}")
-    n = f["actions"].shape[0]
+    n = _check_array(f, path, "actions", ndim=2, kinds="f")
+    _check_array(f, path, "rewards", ndim=1, kinds="f")
+    images = f[f"obs/{obs_key}"]
+    if obs_key == "pixels" and (images.ndim != 4 or images.shape[-1] != 3 or images.dtype != "u1"):
+        raise DatasetError(
+            f"{path}: obs/pixels must be uint8 (N, H, W, 3) images, got {images.dtype} "
+            f"{images.shape}"
+        )
+    for name in ("episode_ends", "episode_seeds", "episode_success"):
+        _check_array(f, path, name, ndim=1, kinds="b" if name == "episode_success" else "iu")
     ends = f["episode_ends"][()]
     lengths = {k: f[f"obs/{k}"].shape[0] for k in f["obs"]}
     if len(ends) == 0 or int(ends[-1]) != n or any(v != n for v in lengths.values()) or f["rewards"].shape[0] != n:
         raise DatasetError(f"{path} is inconsistent: episode ends, actions and observations disagree in length")
+    if ends[0] <= 0 or np.any(np.diff(ends) <= 0):
+        raise DatasetError(
+            f"{path} is inconsistent: episode_ends must increase strictly from above 0"
+        )
     if not (len(ends) == len(f["episode_seeds"]) == len(f["episode_success"])):
         raise DatasetError(f"{path} is inconsistent: per-episode arrays disagree in length")
     attrs = dict(f.attrs)
-    attrs["env_kwargs"] = json.loads(attrs["env_kwargs"])
-    attrs["source"] = json.loads(attrs.get("source", "{}"))
+    attrs["env_kwargs"] = _json_attr(path, attrs, "env_kwargs")
+    attrs["source"] = _json_attr(path, attrs, "source", default="{}")
     return attrs
+
+
+def _check_array(f: h5py.File, path: Path, name: str, *, ndim: int, kinds: str) -> int:
+    """Check ``f[name]``'s rank and dtype kind; returns its length."""
+    ds = f[name]
+    if not isinstance(ds, h5py.Dataset) or ds.ndim != ndim or ds.dtype.kind not in kinds:
+        shape = "(N, A)" if ndim == 2 else "(N,)"
+        kind = {"f": "float", "iu": "integer", "b": "bool"}[kinds]
+        got = f"{ds.dtype} {ds.shape}" if isinstance(ds, h5py.Dataset) else "a group"
+        raise DatasetError(f"{path}: {name} must be a {kind} array of shape {shape}, got {got}")
+    if ndim == 2 and ds.shape[1] < 1:
+        raise DatasetError(f"{path}: {name} has no columns (shape {ds.shape})")
+    return int(ds.shape[0])
+
+
+def _json_attr(
+    path: Path, attrs: dict[str, Any], name: str, default: str | None = None
+) -> dict[str, Any]:
+    """The JSON-object attribute ``name`` as a dict; ``DatasetError`` if missing or malformed."""
+    text = attrs.get(name, default)
+    if text is None:
+        raise DatasetError(f"{path}: the {name} attribute is missing")
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError) as e:
+        raise DatasetError(
+            f"{path}: the {name} attribute is not valid JSON ({e}): {str(text)[:60]!r}"
+        ) from None
+    if not isinstance(value, dict):
+        raise DatasetError(
+            f"{path}: the {name} attribute must be a JSON object, got {str(text)[:60]!r}"
+        )
+    return value
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

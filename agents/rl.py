@@ -17,7 +17,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from ebm_policy.fileio import atomic_path, write_text_atomic
+from ebm_policy.fileio import atomic_path, strict_json, write_text_atomic
 
 RL_FORMAT = "ibc-gym-rl"
 
@@ -72,7 +72,7 @@ def train_ppo(cfg: RLConfig, out_dir: str | os.PathLike[str]) -> Path:
     with atomic_path(out / "model.zip") as tmp:  # the temporary name ends in .zip, as SB3 wants
         model.save(tmp)
     meta = {"format": RL_FORMAT, "config": asdict(cfg)}
-    write_text_atomic(out / "rl_config.json", json.dumps(meta, indent=2))
+    write_text_atomic(out / "rl_config.json", strict_json(meta, indent=2))
     return out / "model.zip"
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from demos.args import help_field
+from demos.args import help_field, one_of, torch_device
 from demos.coord_regression import CoordRegressionConfig, make_policy, make_split
 from ebm_policy import DerivativeFreeOptimizer, DFOConfig, ImplicitPolicy, TrainConfig, train
 from ebm_policy.policies import images_to_tensor
@@ -28,21 +28,21 @@ from ebm_policy.policies import images_to_tensor
 
 @dataclass(frozen=True)
 class BenchDfoConfig:
-    backbones: tuple[str, ...] = help_field(("full", "fast"), "CNN presets (full, fast, faster) to time DFO with")
-    train_backbones: tuple[str, ...] = help_field(("full", "fast", "faster"), "CNN presets to time training with")
-    train_sizes: tuple[int, ...] = help_field((64, 96), "image sizes of the training-throughput table")
-    ref_samples: int = help_field(16384, "DFO samples of the reference setting")
-    ref_iterations: int = help_field(3, "DFO iterations of the reference setting")
-    repeats: int = help_field(20, "timed calls for one image (median reported)")
-    batch_size: int = help_field(64, "images in the batched measurement")
-    batch_repeats: int = help_field(3, "timed calls for the batch (the naive path gets 1)")
+    backbones: tuple[str, ...] = help_field(("full", "fast"), "CNN presets (full, fast, faster) to time DFO with", check=one_of("full", "fast", "faster"))
+    train_backbones: tuple[str, ...] = help_field(("full", "fast", "faster"), "CNN presets to time training with", check=one_of("full", "fast", "faster"))
+    train_sizes: tuple[int, ...] = help_field((64, 96), "image sizes of the training-throughput table", min=16)
+    ref_samples: int = help_field(16384, "DFO samples of the reference setting", min=1)
+    ref_iterations: int = help_field(3, "DFO iterations of the reference setting", min=0)
+    repeats: int = help_field(20, "timed calls for one image (median reported)", min=1)
+    batch_size: int = help_field(64, "images in the batched measurement", min=1)
+    batch_repeats: int = help_field(3, "timed calls for the batch (the naive path gets 1)", min=1)
     # fast and naive calls alternate, so both see the same machine load
-    train_steps: int = help_field(30, "training steps timed (batch 8, 128 counter-examples)")
-    train_repeats: int = help_field(3, "timed training runs per cell (median reported)")
-    dfo_train_steps: int = help_field(300, "training steps of the policies the DFO is timed with")
-    threads: int | None = help_field(None, "torch threads (default: torch's choice, the core count)")
-    device: str = help_field("cpu", "device to train and time on: cpu, cuda, cuda:1, ...")
-    seed: int = help_field(0, "seed")
+    train_steps: int = help_field(30, "training steps timed (batch 8, 128 counter-examples)", min=1)
+    train_repeats: int = help_field(3, "timed training runs per cell (median reported)", min=1)
+    dfo_train_steps: int = help_field(300, "training steps of the policies the DFO is timed with", min=1)
+    threads: int | None = help_field(None, "torch threads (default: torch's choice, the core count)", min=1)
+    device: str = help_field("cpu", "device to train and time on: cpu, cuda, cuda:1, ...", check=torch_device)
+    seed: int = help_field(0, "seed", min=0)
 
 
 def synchronize(device: torch.device) -> None:

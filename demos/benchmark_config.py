@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import envs
-from demos.args import help_field
+from demos.args import help_field, one_of, registered_env
 from demos.collect import CollectConfig
 from demos.train import TrainJobConfig
+from envs.base import SIZE_RANGE
 
 DEFAULT_ENVS: tuple[str, ...] = ("ibc/ReachAnyTarget-v0",)
 POLICIES: tuple[str, ...] = ("implicit", "explicit")
@@ -78,26 +79,26 @@ class BenchmarkConfig:
     """Options of ``ibc-gym benchmark`` (``--quick`` replaces the sizes with those of ``QUICK``)."""
 
     out: Path = help_field(Path("benchmark"), "results folder (grid.json, results.jsonl, summary.md, plots)")
-    envs: tuple[str, ...] = help_field(DEFAULT_ENVS, "env ids")
-    policies: tuple[str, ...] = help_field(POLICIES, f"policies ({', '.join(POLICIES)})")
-    seeds: tuple[int, ...] = help_field((0, 1, 2), "training seeds (weights, data order, counter-examples)")
+    envs: tuple[str, ...] = help_field(DEFAULT_ENVS, "env ids", check=registered_env)
+    policies: tuple[str, ...] = help_field(POLICIES, f"policies ({', '.join(POLICIES)})", check=one_of(*POLICIES))
+    seeds: tuple[int, ...] = help_field((0, 1, 2), "training seeds (weights, data order, counter-examples)", min=0)
     demos: tuple[int, ...] = help_field(
-        (10, 30, 100), "numbers of demos (the first N episodes of one collection of the largest)"
+        (10, 30, 100), "numbers of demos (the first N episodes of one collection of the largest)", min=1
     )
-    action_types: tuple[str, ...] = help_field(("position",), f"env action types ({', '.join(ACTION_TYPES)})")
-    data_seed: int = help_field(0, "demo episode i is reset with data-seed + i (the expert's seed too)")
-    image_size: int = help_field(64, "observation image size in pixels")
-    steps: int = help_field(2000, "training steps per cell (a multiple of --keep-every)")
-    batch_size: int = help_field(32, "training batch size")
-    keep_every: int = help_field(250, "keep and evaluate a checkpoint every this many steps")
-    eval_episodes: int = help_field(50, "evaluation episodes of each of the last --eval-last checkpoints")
-    eval_last: int = help_field(5, "checkpoints evaluated with --eval-episodes (and the stability spread)")
-    early_eval_episodes: int = help_field(10, "evaluation episodes of each earlier checkpoint (0: skip them)")
-    eval_seed: int = help_field(100_000, "evaluation episode i is reset with eval-seed + i (disjoint from the demos)")
-    eval_envs: int = help_field(1, "sub-envs stepped together during evaluation (the policy's batch)")
-    counter_examples: int = help_field(TrainJobConfig.counter_examples, "InfoNCE counter-examples (implicit)")
-    dfo_samples: int = help_field(TrainJobConfig.dfo_samples, "DFO samples at inference (implicit)")
-    jobs: int = help_field(2, "cells run side by side (one process and torch thread each)")
+    action_types: tuple[str, ...] = help_field(("position",), f"env action types ({', '.join(ACTION_TYPES)})", check=one_of(*ACTION_TYPES))
+    data_seed: int = help_field(0, "demo episode i is reset with data-seed + i (the expert's seed too)", min=0)
+    image_size: int = help_field(64, "observation image size in pixels", min=SIZE_RANGE[0], max=SIZE_RANGE[1])
+    steps: int = help_field(2000, "training steps per cell (a multiple of --keep-every)", min=1)
+    batch_size: int = help_field(32, "training batch size", min=1)
+    keep_every: int = help_field(250, "keep and evaluate a checkpoint every this many steps", min=1)
+    eval_episodes: int = help_field(50, "evaluation episodes of each of the last --eval-last checkpoints", min=1)
+    eval_last: int = help_field(5, "checkpoints evaluated with --eval-episodes (and the stability spread)", min=1)
+    early_eval_episodes: int = help_field(10, "evaluation episodes of each earlier checkpoint (0: skip them)", min=0)
+    eval_seed: int = help_field(100_000, "evaluation episode i is reset with eval-seed + i (disjoint from the demos)", min=0)
+    eval_envs: int = help_field(1, "sub-envs stepped together during evaluation (the policy's batch)", min=1)
+    counter_examples: int = help_field(TrainJobConfig.counter_examples, "InfoNCE counter-examples (implicit)", min=1)
+    dfo_samples: int = help_field(TrainJobConfig.dfo_samples, "DFO samples at inference (implicit)", min=1)
+    jobs: int = help_field(2, "cells run side by side (one process and torch thread each)", min=1)
     quick: bool = help_field(False, f"a tiny grid of seconds (sets {', '.join(QUICK)})")
     fresh: bool = help_field(False, "delete the results folder's previous grid first")
     progress: bool = help_field(True, "show a progress bar over cells")

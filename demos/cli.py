@@ -2,6 +2,9 @@
 
 Each job lives in its own module under ``demos/`` and declares ``COMMANDS``: a list of
 ``(name, help, ConfigDataclass, run_function)``. Options come from the config's fields.
+
+Exit codes: 0 done; 2 bad options or input files (one line on stderr, nothing written);
+1 the job failed (training diverged, the folder is in use by another process); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from demos.args import add_dataclass_arguments, dataclass_from_namespace
+from demos.args import OneLineParser, add_dataclass_arguments, dataclass_from_namespace
+from ebm_policy.runlock import FolderInUseError
+from ebm_policy.trainer import TrainingDivergedError
 
 # Modules that contribute sub-commands, in the order they appear in --help.
 COMMAND_MODULES = (
@@ -44,7 +49,7 @@ def _available_commands() -> list[tuple[str, str, type, Callable[[Any], Any]]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="ibc-gym",
         description="Implicit behavioral cloning on image-based pybullet reaching tasks.",
     )
@@ -66,17 +71,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    ns = parser.parse_args(argv)
     try:
-        cfg = dataclass_from_namespace(ns._cfg_cls, ns)  # may refuse bad options (ValueError)
+        ns = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0), or a bad option: one line printed already (2)
+        return e.code if isinstance(e.code, int) else 2
+    name = " ".join(x for x in (ns.command, getattr(ns, "subcommand", None)) if x)
+    try:
+        cfg = dataclass_from_namespace(ns._cfg_cls, ns)
+    except ValueError as e:  # a rule involving several options (__post_init__)
+        return _fail(name, e, 2)
+    try:
         ns._run(cfg)
+    except (TrainingDivergedError, FolderInUseError) as e:
+        return _fail(name, e, 1)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"ibc-gym {ns.command}: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(name, e, 2)
     except KeyboardInterrupt:
-        print(f"ibc-gym {ns.command}: interrupted", file=sys.stderr)
+        print(f"ibc-gym {name}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _fail(name: str, error: BaseException, code: int) -> int:
+    print(f"ibc-gym {name}: error: {_one_line(error)}", file=sys.stderr)
+    return code
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (an error re-raised from a DataLoader worker carries the
+    worker's traceback: its last line is the message)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Caught "):
+        return lines[-1].split(": ", 1)[-1]
+    return " ".join(lines) or type(error).__name__
 
 
 if __name__ == "__main__":

@@ -12,31 +12,33 @@ import envs  # noqa: F401  (registers the ibc/ ids)
 from agents.dataset import DemoWriter
 from agents.experts import make_expert
 from agents.rollout import Episode, make_vector_env, rollout
-from demos.args import help_field
+from demos.args import check_options, help_field, registered_env
+from envs.base import SIZE_RANGE
 
 
 @dataclass(frozen=True)
 class CollectConfig:
-    env: str = help_field("ibc/ReachTarget-v0", "environment id")
-    episodes: int = help_field(200, "number of episodes to keep")
+    env: str = help_field("ibc/ReachTarget-v0", "environment id", check=registered_env)
+    episodes: int = help_field(200, "number of episodes to keep", min=1)
     out: Path = help_field(Path("data/demos.h5"), "dataset file to write (HDF5)")
-    seed: int = help_field(0, "episode i is reset with seed + i; the expert's RNG is seeded with it too")
-    noise: float = help_field(0.0, "std of Gaussian noise added to the expert's actions")
-    image_size: int = help_field(96, "observation image size in pixels")
+    seed: int = help_field(0, "episode i is reset with seed + i; the expert's RNG is seeded with it too", min=0)
+    noise: float = help_field(0.0, "std of Gaussian noise added to the expert's actions", min=0)
+    image_size: int = help_field(96, "observation image size in pixels", min=SIZE_RANGE[0], max=SIZE_RANGE[1])
     obs_type: Literal["pixels", "pixels_agent_pos", "state"] = help_field("pixels", "observation type")
     action_type: Literal["position", "delta"] = help_field(
         "position", "actions: absolute set-points, or displacements of the set-point per step"
     )
-    num_envs: int = help_field(1, "sub-envs stepped together")
+    num_envs: int = help_field(1, "sub-envs stepped together", min=1)
     keep_failures: bool = help_field(False, "also keep episodes where the expert failed")
     overwrite: bool = help_field(False, "replace an existing output file")
     progress: bool = help_field(True, "show a progress bar")
 
+    def __post_init__(self) -> None:
+        check_options(self)
+
 
 def collect(cfg: CollectConfig) -> Path:
     """Collect ``cfg.episodes`` expert episodes and write them atomically to ``cfg.out``."""
-    if cfg.episodes <= 0:
-        raise ValueError(f"--episodes must be positive, got {cfg.episodes}")
     env_kwargs = {"obs_type": cfg.obs_type, "image_size": cfg.image_size, "action_type": cfg.action_type}
     env = make_vector_env(cfg.env, cfg.num_envs, **env_kwargs)
     expert = make_expert(cfg.env, seed=cfg.seed, noise=cfg.noise, action_type=cfg.action_type)

@@ -13,7 +13,6 @@ visualizations.
 from __future__ import annotations
 
 import contextlib
-import json
 import tempfile
 import time
 from collections.abc import Iterator
@@ -41,6 +40,7 @@ from ebm_policy import (
     TrainConfig,
     train,
 )
+from ebm_policy.fileio import write_json_atomic
 
 GREEN = (0, 255, 0)
 Region = Literal["all", "left", "right"]
@@ -133,30 +133,30 @@ def make_split(
 # ------------------------------------------------------------------------ command
 @dataclass(frozen=True)
 class CoordRegressionConfig:
-    train_sizes: tuple[int, ...] = help_field((10, 30), "numbers of training images (one run each)")
-    test_size: int = help_field(500, "held-out test images")
+    train_sizes: tuple[int, ...] = help_field((10, 30), "numbers of training images (one run each)", min=1)
+    test_size: int = help_field(500, "held-out test images", min=1)
     split: Literal["standard", "extrapolation", "both"] = help_field(
         "standard", "standard: test anywhere; extrapolation: train in the left half, test in the right"
     )
     models: Literal["both", "implicit", "explicit"] = help_field("both", "which policies to train")
-    steps: int = help_field(2000, "gradient steps of the implicit model")
-    explicit_steps: int | None = help_field(None, "gradient steps of the explicit model; none = --steps")
-    batch_size: int = help_field(8, "training batch size")
-    counter_examples: int = help_field(128, "InfoNCE counter-examples per example")
-    lr: float = help_field(1e-3, "Adam learning rate (cosine-decayed to 0)")
+    steps: int = help_field(2000, "gradient steps of the implicit model", min=1)
+    explicit_steps: int | None = help_field(None, "gradient steps of the explicit model; none = --steps", min=1)
+    batch_size: int = help_field(8, "training batch size", min=1)
+    counter_examples: int = help_field(128, "InfoNCE counter-examples per example", min=1)
+    lr: float = help_field(1e-3, "Adam learning rate (cosine-decayed to 0)", above=0)
     backbone: Literal["full", "fast", "faster"] = help_field(
         "fast", "CNN speed preset: full 96x96 resolution (the reference), fast: stride-2 stem, "
         "faster: two stride-2 stages"
     )
-    temperature: float = help_field(0.1, "spatial soft-argmax temperature")
+    temperature: float = help_field(0.1, "spatial soft-argmax temperature", above=0)
     coord_conv: bool = help_field(False, "append coordinate channels to the input (the reference's option)")
     center_input: bool = help_field(True, "subtract each image's per-channel median (its background)")
     conv_bias: bool = help_field(False, "biases in the 3x3 convolutions")
-    dfo_samples: int = help_field(2048, "DFO samples at evaluation")
-    dfo_iterations: int = help_field(5, "DFO iterations at evaluation")
-    resolution: int = help_field(96, "image size in pixels")
-    seed: int = help_field(0, "seed of the data, the weights and the training order")
-    threads: int | None = help_field(None, "torch threads (default: torch's choice, the core count)")
+    dfo_samples: int = help_field(2048, "DFO samples at evaluation", min=1)
+    dfo_iterations: int = help_field(5, "DFO iterations at evaluation", min=0)
+    resolution: int = help_field(96, "image size in pixels", min=16)
+    seed: int = help_field(0, "seed of the data, the weights and the training order", min=0)
+    threads: int | None = help_field(None, "torch threads (default: torch's choice, the core count)", min=1)
     out: Path | None = help_field(None, "directory for run dirs, results.json and results.md")
     quick: bool = help_field(False, "tiny smoke-test version (32 px images, a few steps; seconds)")
     progress: bool = help_field(True, "show progress bars")
@@ -271,7 +271,7 @@ def run_coord_regression(cfg: CoordRegressionConfig) -> dict[str, Any]:
           f"{torch.get_num_threads()} threads)\n\n{tables}")
     result = {"config": _jsonable(asdict(cfg)), "results": rows}
     if cfg.out is not None:
-        (cfg.out / "results.json").write_text(json.dumps(result, indent=2))
+        write_json_atomic(cfg.out / "results.json", result)  # strict: an undefined error is null
         (cfg.out / "results.md").write_text(tables)
     return result
 

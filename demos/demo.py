@@ -17,34 +17,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from demos.args import help_field
+from demos.args import help_field, one_of, registered_env
 from demos.collect import CollectConfig, collect
 from demos.evaluate import EvalConfig, evaluate, write_json_atomic
 from demos.report import ReportConfig, write_report
 from demos.train import TrainJobConfig, run_train
 from demos.video import VideoConfig, record_videos
+from envs.base import SIZE_RANGE
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     out: Path = help_field(Path("out"), "output folder")
-    envs: tuple[str, ...] = help_field(("ibc/ReachTarget-v0", "ibc/ReachAnyTarget-v0"), "env ids")
-    policies: tuple[str, ...] = help_field(("implicit", "explicit"), "policies to train")
-    episodes: int = help_field(500, "expert demo episodes per env")
-    image_size: int = help_field(64, "observation image size")
+    envs: tuple[str, ...] = help_field(("ibc/ReachTarget-v0", "ibc/ReachAnyTarget-v0"), "env ids", check=registered_env)
+    policies: tuple[str, ...] = help_field(("implicit", "explicit"), "policies to train", check=one_of("implicit", "explicit"))
+    episodes: int = help_field(500, "expert demo episodes per env", min=1)
+    image_size: int = help_field(64, "observation image size", min=SIZE_RANGE[0], max=SIZE_RANGE[1])
     action_type: Literal["position", "delta"] = help_field(
         "position", "actions: absolute set-points, or displacements of the set-point per step"
     )
-    steps: int = help_field(2000, "training steps per policy")
-    batch_size: int = help_field(32, "training batch size")
-    eval_episodes: int = help_field(50, "evaluation episodes per policy")
-    num_envs: int = help_field(2, "parallel sub-envs during evaluation")
-    videos: int = help_field(2, "videos per evaluation")
-    seed: int = help_field(0, "seed of the demos and the training runs")
+    steps: int = help_field(2000, "training steps per policy", min=1)
+    batch_size: int = help_field(32, "training batch size", min=1)
+    eval_episodes: int = help_field(50, "evaluation episodes per policy", min=1)
+    num_envs: int = help_field(2, "parallel sub-envs during evaluation", min=1)
+    videos: int = help_field(2, "videos per evaluation", min=0)
+    seed: int = help_field(0, "seed of the demos and the training runs", min=0)
     # CNN options passed to `ibc-gym train` (its defaults; the earlier env settings are
     # --coord-conv --temperature 1.0 --no-center-input --conv-bias)
     coord_conv: bool = help_field(TrainJobConfig.coord_conv, "CoordConv input channels (see `ibc-gym train`)")
-    temperature: float = help_field(TrainJobConfig.temperature, "soft-argmax temperature (see `ibc-gym train`)")
+    temperature: float = help_field(TrainJobConfig.temperature, "soft-argmax temperature (see `ibc-gym train`)", above=0)
     center_input: bool = help_field(TrainJobConfig.center_input, "median-centred input (see `ibc-gym train`)")
     conv_bias: bool = help_field(TrainJobConfig.conv_bias, "3x3 convolution biases (see `ibc-gym train`)")
     parallel: bool = help_field(True, "train the policies of an env side by side, one process and thread each")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -15,35 +15,41 @@ from tqdm.auto import tqdm
 import envs  # noqa: F401  (registers the ibc/ ids)
 from agents.learned import load_agent
 from agents.rollout import Episode, RolloutStats, make_vector_env, rollout
-from demos.args import help_field
+from demos.args import check_options, help_field, registered_env, registered_env_ids
 from demos.media import video_name, write_video
+from ebm_policy import fileio
+from ebm_policy.checkpoint import CheckpointError
 from ebm_policy.config import config_to_dict
-from ebm_policy.fileio import write_text_atomic
+from ebm_policy.runlock import FolderLock
+from envs.base import SIZE_RANGE
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     ckpt: Path = help_field(Path("runs/implicit/ckpt_last.pt"), "checkpoint (.pt) or PPO model (.zip)")
-    episodes: int = help_field(100, "number of evaluation episodes")
-    seed: int = help_field(100_000, "episode i is reset with seed + i (must not overlap the demo seeds)")
-    num_envs: int = help_field(4, "sub-envs run in parallel")
+    episodes: int = help_field(100, "number of evaluation episodes", min=1)
+    seed: int = help_field(100_000, "episode i is reset with seed + i (must not overlap the demo seeds)", min=0)
+    num_envs: int = help_field(4, "sub-envs run in parallel", min=1)
     asynchronous: bool = help_field(True, "step sub-envs in worker processes (AsyncVectorEnv)")
-    videos: int = help_field(3, "record the first k episodes as mp4")
-    render_size: int = help_field(256, "video frame size in pixels")
-    env: str | None = help_field(None, "env id (default: the one the checkpoint was trained on)")
+    videos: int = help_field(3, "record the first k episodes as mp4", min=0)
+    render_size: int = help_field(256, "video frame size in pixels", min=SIZE_RANGE[0], max=SIZE_RANGE[1])
+    env: str | None = help_field(None, "env id (default: the one the checkpoint was trained on)", check=registered_env)
     action_type: Literal["position", "delta"] | None = help_field(
         None, "the env's action type (default: the checkpoint's; another one is refused)"
     )
     out: Path | None = help_field(
         None, "output folder (default: <ckpt folder>/eval, or eval_dfo-<samples>x<iters>-<resampling> with --dfo-*)"
     )
-    threads: int = help_field(1, "torch threads for the policy (small models run fastest on 1)")
-    dfo_samples: int | None = help_field(None, "implicit: DFO samples (default: the checkpoint's)")
-    dfo_iterations: int | None = help_field(None, "implicit: DFO iterations (default: the checkpoint's)")
+    threads: int = help_field(1, "torch threads for the policy (small models run fastest on 1)", min=1)
+    dfo_samples: int | None = help_field(None, "implicit: DFO samples (default: the checkpoint's)", min=1)
+    dfo_iterations: int | None = help_field(None, "implicit: DFO iterations (default: the checkpoint's)", min=0)
     dfo_resampling: Literal["stratified", "multinomial"] | None = help_field(
         None, "implicit: DFO resampling scheme (default: the checkpoint's)"
     )
     progress: bool = help_field(True, "show a progress bar")
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
     def dfo_overrides(self) -> dict[str, Any]:
         """The DFO options given on the command line, as ``DFOConfig`` field names."""
@@ -66,25 +72,31 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
 
 
 def summarize(episodes: list[Episode], stats: RolloutStats, num_envs: int) -> dict[str, Any]:
-    """Scalar metrics of an evaluation, named as logged (``eval/...``)."""
+    """Scalar metrics of an evaluation, named as logged (``eval/...``); ``None`` where undefined
+    (no episodes: no rate, no means)."""
     n = len(episodes)
     successes = sum(ep.success for ep in episodes)
     low, high = wilson_interval(successes, n)
     return {
-        "eval/success_rate": successes / max(n, 1),
+        "eval/success_rate": successes / n if n else None,
         "eval/success_ci95": [low, high],
         "eval/episodes": n,
-        "eval/mean_episode_length": float(np.mean([ep.length for ep in episodes])),
-        "eval/mean_final_distance": float(np.mean([ep.final_distance for ep in episodes])),
+        "eval/mean_episode_length": _mean([ep.length for ep in episodes]),
+        "eval/mean_final_distance": _mean([ep.final_distance for ep in episodes]),
         "eval/policy_ms_per_call": stats.ms_per_policy_call,
         "eval/policy_ms_per_step": stats.ms_per_policy_call / num_envs,
         "eval/env_steps_per_s": stats.steps_per_second,
     }
 
 
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as JSON to ``path`` through a temp file, so no half-written file is left."""
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+    """Write ``data`` as strict JSON (non-finite numbers as ``null``) to ``path`` through a temp
+    file, so no half-written file is left."""
+    fileio.write_json_atomic(path, data)
 
 
 def apply_dfo_overrides(agent: Any, overrides: dict[str, Any]) -> dict[str, Any] | None:
@@ -110,12 +122,22 @@ def eval_folder_name(overrides: dict[str, Any], dfo: dict[str, Any] | None) -> s
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
-    """Evaluate ``cfg.ckpt``; returns the metrics also written to ``<out>/metrics.json``."""
+    """Evaluate ``cfg.ckpt``; returns the metrics also written to ``<out>/metrics.json``.
+
+    Holds the lock of the output folder throughout (a second ``eval`` into it fails at once);
+    an evaluation that fails or is interrupted leaves the previous ``metrics.json`` as it was,
+    and no folder behind when it created it.
+    """
     torch.set_num_threads(cfg.threads)
     agent = load_agent(cfg.ckpt, env_id=cfg.env)
     overrides = cfg.dfo_overrides()
     dfo = apply_dfo_overrides(agent, overrides)
     env_id = cfg.env or agent.env_id
+    if env_id not in registered_env_ids():
+        raise CheckpointError(
+            f"{cfg.ckpt}: trained on {env_id!r}, which is not a registered env here "
+            f"({', '.join(registered_env_ids())}); pass --env to evaluate it on another"
+        )
     out = cfg.out or Path(cfg.ckpt).parent / eval_folder_name(overrides, dfo)
     seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
     overlap = set(seeds) & set(agent.train_seeds)
@@ -124,6 +146,35 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             f"evaluation seeds overlap {len(overlap)} training-demo seeds (e.g. {min(overlap)}); "
             f"pick another --seed"
         )
+    created = not out.exists()
+    with FolderLock(out, "eval") as lock:
+        try:
+            for folder in (out, out / "videos"):
+                for path in fileio.remove_stale_temporaries(folder):
+                    print(f"removed {path}, left behind by an interrupted write", file=sys.stderr)
+            metrics = _evaluate(cfg, agent, env_id, seeds, out, dfo)
+        except BaseException:
+            if created:
+                lock.discard_folder()
+            raise
+    lo, hi = metrics["eval/success_ci95"]
+    print(
+        f"{env_id} {agent.kind}: success {metrics['eval/success_rate']:.1%} "
+        f"(95% CI {lo:.1%}-{hi:.1%}) over {metrics['eval/episodes']} episodes, "
+        f"{metrics['eval/policy_ms_per_step']:.1f} ms policy/step -> {out / 'metrics.json'}"
+    )
+    return metrics
+
+
+def _evaluate(
+    cfg: EvalConfig,
+    agent: Any,
+    env_id: str,
+    seeds: list[int],
+    out: Path,
+    dfo: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Roll out, write the videos and ``metrics.json``; returns the metrics."""
     num_envs = max(1, min(cfg.num_envs, cfg.episodes))
     env_kwargs = dict(agent.env_kwargs, render_mode="rgb_array", render_size=cfg.render_size)
     if cfg.action_type is not None:
@@ -159,12 +210,6 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "videos": videos,
     })
     write_json_atomic(out / "metrics.json", metrics)
-    lo, hi = metrics["eval/success_ci95"]
-    print(
-        f"{env_id} {agent.kind}: success {metrics['eval/success_rate']:.1%} "
-        f"(95% CI {lo:.1%}-{hi:.1%}) over {len(episodes)} episodes, "
-        f"{metrics['eval/policy_ms_per_step']:.1f} ms policy/step -> {out / 'metrics.json'}"
-    )
     return metrics
 
 

@@ -45,11 +45,11 @@ figcaption { font-size: .85em; color: #555; font-family: monospace; }
 @dataclass(frozen=True)
 class ReportConfig:
     run_dir: Path = help_field(Path("runs/implicit"), "run folder from `ibc-gym train` (and `ibc-gym eval`)", positional=True)
-    frames: int = help_field(2, "evaluation observations shown in the energy / DFO figures (implicit)")
-    max_videos: int = help_field(5, "rollout videos embedded at most")
-    resolution: int = help_field(61, "energy grid points per action dimension")
-    dpi: int = help_field(80, "resolution of the embedded figures")
-    threads: int = help_field(1, "torch CPU threads for the figures")
+    frames: int = help_field(2, "evaluation observations shown in the energy / DFO figures (implicit)", min=0)
+    max_videos: int = help_field(5, "rollout videos embedded at most", min=0)
+    resolution: int = help_field(61, "energy grid points per action dimension", min=2)
+    dpi: int = help_field(80, "resolution of the embedded figures", min=1)
+    threads: int = help_field(1, "torch CPU threads for the figures", min=1)
 
 
 def _esc(x: Any) -> str:

@@ -10,17 +10,18 @@ from pathlib import Path
 
 import envs  # noqa: F401  (registers the ibc/ ids)
 from agents.rl import RLConfig, train_ppo
-from demos.args import help_field
+from demos.args import help_field, registered_env
+from envs.base import SIZE_RANGE
 
 
 @dataclass(frozen=True)
 class RLJobConfig:
-    env: str = help_field("ibc/ReachTarget-v0", "environment id")
+    env: str = help_field("ibc/ReachTarget-v0", "environment id", check=registered_env)
     out: Path = help_field(Path("runs/ppo"), "run folder (model.zip, rl_config.json)")
-    timesteps: int = help_field(20_000, "environment steps of PPO training (more: better, slower)")
-    image_size: int = help_field(64, "observation image size")
-    num_envs: int = help_field(4, "parallel envs")
-    seed: int = help_field(0, "seed")
+    timesteps: int = help_field(20_000, "environment steps of PPO training (more: better, slower)", min=1)
+    image_size: int = help_field(64, "observation image size", min=36, max=SIZE_RANGE[1])
+    num_envs: int = help_field(4, "parallel envs", min=1)
+    seed: int = help_field(0, "seed", min=0)
 
 
 def run_rl(cfg: RLJobConfig) -> Path:

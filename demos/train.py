@@ -7,12 +7,12 @@ and demo seeds it was trained on), ``metrics.jsonl`` and ``energy_snapshots.npz`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from agents.dataset import DemoDataset
-from demos.args import help_field
+from demos.args import check_options, help_field, registered_env
 from ebm_policy import (
     CNNConfig,
     DFOConfig,
@@ -40,33 +40,42 @@ class TrainJobConfig:
     data: Path = help_field(Path("data/demos.h5"), "demo dataset (HDF5) from `ibc-gym collect`")
     policy: Literal["implicit", "explicit"] = help_field("implicit", "policy class")
     out: Path = help_field(Path("runs/implicit"), "run folder (checkpoints, logs)")
-    env: str | None = help_field(None, "expected env id of the dataset (checked when given)")
-    steps: int = help_field(2000, "gradient steps")
-    batch_size: int = help_field(32, "examples per step")
-    lr: float = help_field(1e-3, "Adam learning rate")
+    env: str | None = help_field(None, "expected env id of the dataset (checked when given)", check=registered_env)
+    steps: int = help_field(2000, "gradient steps", min=1)
+    batch_size: int = help_field(32, "examples per step", min=1)
+    lr: float = help_field(1e-3, "Adam learning rate", above=0)
     lr_schedule: Literal["step", "cosine", "constant"] = help_field("cosine", "learning-rate schedule")
-    counter_examples: int = help_field(128, "InfoNCE counter-examples per example (implicit)")
-    dfo_samples: int = help_field(2048, "DFO samples at inference (implicit)")
-    dfo_iterations: int = help_field(3, "DFO iterations at inference (implicit)")
-    channels: tuple[int, ...] = help_field((16, 32, 32), "CNN channels per stage")
-    strides: tuple[int, ...] = help_field((2, 2, 1), "CNN stride per stage (2 halves the resolution)")
-    hidden: tuple[int, ...] = help_field((256,), "MLP hidden layer widths")
-    keypoints: int = help_field(16, "soft-argmax keypoints (channels of the 1x1 conv)")
+    grad_clip: float | None = help_field(None, "clip the gradient norm to this (None: no clipping)", above=0)
+    counter_examples: int = help_field(128, "InfoNCE counter-examples per example (implicit)", min=1)
+    dfo_samples: int = help_field(2048, "DFO samples at inference (implicit)", min=1)
+    dfo_iterations: int = help_field(3, "DFO iterations at inference (implicit)", min=0)
+    channels: tuple[int, ...] = help_field((16, 32, 32), "CNN channels per stage", min=1)
+    strides: tuple[int, ...] = help_field((2, 2, 1), "CNN stride per stage (2 halves the resolution)", min=1)
+    hidden: tuple[int, ...] = help_field((256,), "MLP hidden layer widths", min=1)
+    keypoints: int = help_field(16, "soft-argmax keypoints (channels of the 1x1 conv)", min=1)
     coord_conv: bool = help_field(False, "append x/y coordinate channels to the image (CoordConv)")
-    temperature: float = help_field(0.1, "soft-argmax temperature (lower: sharper keypoints)")
+    temperature: float = help_field(0.1, "soft-argmax temperature (lower: sharper keypoints)", above=0)
     center_input: bool = help_field(True, "subtract each image's per-channel median (its background)")
     conv_bias: bool = help_field(False, "biases in the 3x3 convolutions")
     dfo_resampling: Literal["stratified", "multinomial"] = help_field("stratified", "DFO resampling scheme (implicit)")
-    seed: int = help_field(0, "seed of the weights, data order and counter-examples")
+    seed: int = help_field(0, "seed of the weights, data order and counter-examples", min=0)
     resume: bool = help_field(False, "continue the interrupted run in --out")
     in_memory: bool = help_field(True, "read the whole dataset into memory (off: lazy reads)")
-    num_workers: int = help_field(0, "DataLoader worker processes")
-    threads: int | None = help_field(1, "torch threads (small convs run fastest on 1; None: one per core)")
-    ckpt_interval: int = help_field(500, "steps between checkpoints")
+    num_workers: int = help_field(0, "DataLoader worker processes", min=0)
+    threads: int | None = help_field(1, "torch threads (small convs run fastest on 1; None: one per core)", min=1)
+    ckpt_interval: int = help_field(500, "steps between checkpoints", min=1)
     keep_every: int | None = help_field(
-        None, "also keep ckpt_step<N>.pt every this many steps (a multiple of --ckpt-interval)"
+        None, "also keep ckpt_step<N>.pt every this many steps (a multiple of --ckpt-interval)", min=1
     )
     progress: bool = help_field(True, "show a progress bar")
+
+    def __post_init__(self) -> None:
+        check_options(self)
+        if len(self.channels) != len(self.strides):
+            raise ValueError(
+                f"--channels and --strides need one value per CNN stage, got {len(self.channels)} "
+                f"and {len(self.strides)}"
+            )
 
 
 def build_policy(cfg: TrainJobConfig, low: Any, high: Any, action_dim: int) -> ImplicitPolicy | ExplicitPolicy:
@@ -81,7 +90,7 @@ def build_policy(cfg: TrainJobConfig, low: Any, high: Any, action_dim: int) -> I
         conv_bias=cfg.conv_bias,
     )
     softargmax = SoftArgmaxConfig(temperature=cfg.temperature)
-    optim = OptimConfig(lr=cfg.lr, scheduler=cfg.lr_schedule)
+    optim = OptimConfig(lr=cfg.lr, scheduler=cfg.lr_schedule, grad_clip_norm=cfg.grad_clip)
     if cfg.policy == "implicit":
         config = ImplicitPolicyConfig(
             model=EBMConfig(action_dim=action_dim, cnn=cnn, softargmax=softargmax, hidden_dims=tuple(cfg.hidden)),
@@ -96,7 +105,7 @@ def build_policy(cfg: TrainJobConfig, low: Any, high: Any, action_dim: int) -> I
         model=ExplicitConfig(
             action_dim=action_dim, cnn=cnn, softargmax=softargmax, hidden_dims=tuple(cfg.hidden), dropout=0.0
         ),
-        optim=OptimConfig(lr=cfg.lr, scheduler=cfg.lr_schedule, weight_decay=1e-4),
+        optim=replace(optim, weight_decay=1e-4),
     )
     return ExplicitPolicy(config_e, low, high, seed=cfg.seed)
 

@@ -9,19 +9,20 @@ from typing import Literal
 import envs  # noqa: F401  (registers the ibc/ ids)
 from agents.experts import make_expert
 from agents.rollout import make_vector_env, rollout
-from demos.args import help_field
+from demos.args import help_field, registered_env
 from demos.media import video_name, write_video
+from envs.base import SIZE_RANGE
 
 
 @dataclass(frozen=True)
 class VideoConfig:
-    env: str = help_field("ibc/ReachTarget-v0", "environment id")
+    env: str = help_field("ibc/ReachTarget-v0", "environment id", check=registered_env)
     agent: str = help_field("expert", "'expert' or the path of a trained checkpoint")
-    episodes: int = help_field(3, "number of episodes to record")
+    episodes: int = help_field(3, "number of episodes to record", min=1)
     out: Path = help_field(Path("videos"), "output folder")
-    seed: int = help_field(1000, "episode i is reset with seed + i")
-    image_size: int = help_field(96, "observation image size (a checkpoint's own size wins)")
-    render_size: int = help_field(256, "video frame size in pixels")
+    seed: int = help_field(1000, "episode i is reset with seed + i", min=0)
+    image_size: int = help_field(96, "observation image size (a checkpoint's own size wins)", min=SIZE_RANGE[0], max=SIZE_RANGE[1])
+    render_size: int = help_field(256, "video frame size in pixels", min=SIZE_RANGE[0], max=SIZE_RANGE[1])
     action_type: Literal["position", "delta"] = help_field(
         "position", "the expert's action type (a checkpoint's own wins)"
     )

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from typing import Any
 import torch
 
 from ebm_policy.config import config_from_dict, config_to_dict
-from ebm_policy.fileio import atomic_path
+from ebm_policy.fileio import atomic_path, strict_json
 from ebm_policy.policies import POLICY_CLASSES, ExplicitPolicy, ImplicitPolicy, Policy
 
 FORMAT = "ibc-gym-policy"
@@ -56,8 +58,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
 
 
 def _plain_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-    try:
-        return json.loads(json.dumps(dict(metadata or {})))
+    try:  # strict JSON: a non-finite number is stored as None
+        return json.loads(strict_json(dict(metadata or {})))
     except (TypeError, ValueError) as e:
         raise ValueError(f"checkpoint metadata must be JSON-serializable: {e}") from e
 
@@ -112,11 +114,11 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     if not path.is_file():
         raise CheckpointNotFoundError(f"{path}: no such checkpoint file")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
-        raise CheckpointError(
-            f"{path}: not a readable torch checkpoint (truncated or corrupted?): {e}"
-        ) from e
+        raise CheckpointError(_unreadable(path, e)) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an ibc-gym policy checkpoint (format {FORMAT!r} missing)")
     version = ckpt.get("format_version")
@@ -131,6 +133,24 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise CheckpointError(f"{path}: unknown policy kind {ckpt['kind']!r}")
     ckpt["config"] = upgrade_config(ckpt["config"])
     return ckpt
+
+
+def _unreadable(path: Path, error: Exception) -> str:
+    """One line on why ``torch.load(weights_only=True)`` refused ``path``.
+
+    torch's own message advises retrying with ``weights_only=False``, which would run whatever
+    code the file carries; that advice is never relayed.
+    """
+    found = re.search(r"GLOBAL ([\w.]+)", str(error))
+    if found:
+        return (
+            f"{path}: not an ibc-gym checkpoint: it asks to load {found[1]}, which no checkpoint "
+            f"holds (refused; nothing in it was run)"
+        )
+    return (
+        f"{path}: not an ibc-gym checkpoint, or damaged: not a readable torch checkpoint "
+        f"(truncated or corrupted?)"
+    )
 
 
 def upgrade_config(config: Any) -> Any:

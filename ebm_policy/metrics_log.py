@@ -1,10 +1,13 @@
-"""Named scalar logs: one JSON object per line in ``metrics.jsonl``, and TensorBoard if installed."""
+"""Named scalar logs: one strict JSON object per line in ``metrics.jsonl`` (a non-finite value is
+``null``), and TensorBoard if installed."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+from ebm_policy.fileio import strict_json
 
 
 class MetricsLogger:
@@ -45,7 +48,7 @@ class MetricsLogger:
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         """Write one line (and one TensorBoard scalar per name)."""
-        self._file.write(json.dumps({"step": step, **scalars}) + "\n")
+        self._file.write(strict_json({"step": step, **scalars}) + "\n")
         self._file.flush()
         if self._tb is not None:
             for name, value in scalars.items():

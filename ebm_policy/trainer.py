@@ -13,14 +13,29 @@ Run directory layout::
 Resuming (``resume=True``) restores the weights, optimizer, scheduler, step, the counter-example
 generator, torch's global RNG (dropout) and the data position, so K/2 steps + resume to K gives the
 same weights as K steps straight through.
+
+Checkpoints are written only at step boundaries, with the generator states of that step. Ctrl-C
+(SIGINT, in the main thread) during a step lets the step finish, saves it and then raises
+``KeyboardInterrupt``; a second Ctrl-C, or a ``KeyboardInterrupt`` raised inside a step some other
+way, stops at once and saves nothing, so the last checkpoint stays and resuming replays the lost
+steps: either way the resumed run is bitwise the straight one (as after SIGKILL).
+
+The run holds an exclusive lock on ``out_dir`` (``runlock.FolderLock``) for its whole life, and
+deletes temporary files that killed writers left there. A non-finite loss, gradient norm or weight
+stops the run with ``TrainingDivergedError`` before anything non-finite is written. A run that
+fails before its first checkpoint removes the folder it created.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,14 +48,19 @@ from tqdm.auto import tqdm
 from ebm_policy.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ebm_policy.config import config_from_dict, config_to_dict
 from ebm_policy.data import fixed_batch, make_loader
-from ebm_policy.fileio import atomic_path
+from ebm_policy.fileio import atomic_path, remove_stale_temporaries
 from ebm_policy.metrics_log import MetricsLogger
 from ebm_policy.optim import build_optimizer, build_scheduler
 from ebm_policy.policies import Policy
+from ebm_policy.runlock import FolderLock
 
 CKPT_LAST = "ckpt_last.pt"
 SNAPSHOTS = "energy_snapshots.npz"
 StepCallback = Callable[[int, dict[str, float]], None]
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss, the gradient norm or the weights stopped being finite; none of it was saved."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +113,10 @@ def train(
     ``resume=True`` continues from ``out_dir/ckpt_last.pt`` when it exists (else starts fresh);
     ``resume=False`` refuses a directory that already holds a checkpoint. ``metadata`` is stored
     in every checkpoint. ``callback(step, metrics)`` runs after every step. On KeyboardInterrupt
-    the current step is checkpointed before re-raising.
+    the last finished step is checkpointed before re-raising (see the module docstring).
+
+    Raises ``FolderInUseError`` when another process trains into ``out_dir``, and
+    ``TrainingDivergedError`` when training produces a non-finite loss, gradient norm or weight.
     """
     return Trainer(policy, dataset, cfg, Path(out_dir), metadata=metadata).run(
         resume=resume, callback=callback
@@ -127,6 +150,10 @@ class Trainer:
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed + 1)
         self.step = 0
         self.snapshots: dict[str, list[np.ndarray]] = {"steps": [], "positive": [], "negative": []}
+        self._saved_at: int | None = None  # step of the last checkpoint in out_dir
+        self._in_step = False  # between taking a batch and finishing that step's bookkeeping
+        self._stop_requested = False  # Ctrl-C arrived during a step: stop after it
+        self._removes_folder = False  # a failure before the first checkpoint deletes out_dir
 
     # ----------------------------------------------------------------- state
     def trainer_state(self) -> dict[str, Any]:
@@ -143,7 +170,11 @@ class Trainer:
         return state
 
     def save(self) -> Path:
-        """Atomically write ``ckpt_last.pt`` (and a kept copy when due)."""
+        """Atomically write ``ckpt_last.pt`` (and a kept copy when due); non-finite weights
+        raise ``TrainingDivergedError`` instead."""
+        for name, value in self.policy.state_dict().items():
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise self._diverged(self.step, f"the weight {name!r} is not finite")
         path = save_checkpoint(
             self.out_dir / CKPT_LAST,
             self.policy,
@@ -158,7 +189,24 @@ class Trainer:
                 step=self.step,
                 metadata=self.metadata,
             )
+        self._saved_at = self.step
         return path
+
+    def _diverged(self, step: int, problem: str) -> TrainingDivergedError:
+        last = self.out_dir / CKPT_LAST
+        if self._saved_at is not None:
+            kept = f"the last good checkpoint ({last}, step {self._saved_at}) is kept"
+        elif self._removes_folder:
+            kept = f"no checkpoint had been written yet, so {self.out_dir} is removed"
+        else:
+            kept = "no checkpoint had been written yet"
+        lr = self.scheduler.get_last_lr()[0]
+        clip = self.policy.config.optim.grad_clip_norm
+        clipping = f"a lower gradient-norm clip (now {clip:g})" if clip else "gradient clipping"
+        return TrainingDivergedError(
+            f"training diverged at step {step}: {problem}; nothing of that step was saved and "
+            f"{kept}. Try a lower learning rate (now {lr:g}), {clipping} or another seed"
+        )
 
     def restore(self, path: Path) -> None:
         """Load weights and trainer state from ``path`` (raises ``CheckpointError`` on mismatch)."""
@@ -184,6 +232,7 @@ class Trainer:
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
         self.step = int(ckpt["step"])
+        self._saved_at = self.step
         self._load_snapshots()
 
     # ------------------------------------------------------------- snapshots
@@ -218,17 +267,58 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def run(self, *, resume: bool = False, callback: StepCallback | None = None) -> Policy:
         """Train to ``total`` steps (see ``train``)."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        last = self.out_dir / CKPT_LAST
-        if last.exists() and not resume:
-            raise FileExistsError(f"{last} exists; resume it or choose another output directory")
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # dropout's global RNG, restored afterwards
-            torch.manual_seed(self.cfg.seed)
-            if resume and last.exists():
-                self.restore(last)
-            self._loop(callback)
+        created = not self.out_dir.exists()
+        with FolderLock(self.out_dir, "train") as lock:
+            for path in remove_stale_temporaries(self.out_dir):
+                print(f"removed {path}, left behind by an interrupted write", file=sys.stderr)
+            last = self.out_dir / CKPT_LAST
+            if last.exists() and not resume:
+                raise FileExistsError(
+                    f"{last} exists; resume it or choose another output directory"
+                )
+            self._removes_folder = created
+            devices = [self.device.index or 0] if self.device.type == "cuda" else []
+            try:
+                with torch.random.fork_rng(devices=devices):  # dropout's RNG, restored afterwards
+                    torch.manual_seed(self.cfg.seed)
+                    if resume and last.exists():
+                        self.restore(last)
+                    self._loop(callback)
+            except BaseException:
+                if created and not last.exists():  # nothing worth keeping: leave no folder behind
+                    lock.discard_folder()
+                raise
         return self.policy.eval()
+
+    @contextmanager
+    def _deferred_interrupts(self) -> Iterator[None]:
+        """While a step runs, a first Ctrl-C only asks to stop once that step is done."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers belong to the main thread
+            return
+        previous = signal.getsignal(signal.SIGINT)
+        if previous in (signal.SIG_IGN, None):
+            yield
+            return
+
+        def on_sigint(signum: int, frame: object) -> None:
+            if self._in_step and not self._stop_requested:
+                self._stop_requested = True
+                print(
+                    f"\ninterrupt: finishing step {self.step + 1}, then saving it "
+                    f"(Ctrl-C again to stop at once; the last checkpoint then stays)",
+                    file=sys.stderr,
+                )
+                return
+            if callable(previous):
+                previous(signum, frame)
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def _loop(self, callback: StepCallback | None) -> None:
         cfg = self.cfg
@@ -238,38 +328,46 @@ class Trainer:
         bar = tqdm(total=self.total, initial=self.step, disable=not cfg.progress, desc="train", dynamic_ncols=True)
         sums: dict[str, float] = {}
         count, t0 = 0, time.perf_counter()
-        saved_at = self.step
         batches = None
+        self._in_step = self._stop_requested = False
         try:
-            if self.step in snap_steps and self.step not in self.snapshots["steps"]:
-                self._take_snapshot()
-            batches = iter(loader)
-            while self.step < self.total:
-                metrics = self._train_step(next(batches))
-                self.step += 1
-                count += 1
-                for k, v in metrics.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                bar.update(1)
-                if self.step % cfg.log_interval == 0 or self.step == self.total:
-                    dt = time.perf_counter() - t0
-                    scalars = {k: v / count for k, v in sums.items()}
-                    scalars["train/lr"] = self.scheduler.get_last_lr()[0]
-                    scalars["train/samples_per_s"] = count * cfg.batch_size / max(dt, 1e-9)
-                    scalars["train/epoch"] = self.step * cfg.batch_size / self.n
-                    logger.log(self.step, scalars)
-                    bar.set_postfix(loss=f"{scalars['train/loss']:.4f}")
-                    sums, count, t0 = {}, 0, time.perf_counter()
-                if self.step in snap_steps:
+            with self._deferred_interrupts():
+                if self.step in snap_steps and self.step not in self.snapshots["steps"]:
                     self._take_snapshot()
-                if self.step % cfg.ckpt_interval == 0 or self.step == self.total:
-                    self.save()
-                    saved_at = self.step
-                if callback is not None:
-                    callback(self.step, metrics)
+                batches = iter(loader)
+                while self.step < self.total:
+                    self._in_step = True
+                    metrics = self._train_step(next(batches))
+                    self.step += 1
+                    count += 1
+                    for k, v in metrics.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    bar.update(1)
+                    if self.step % cfg.log_interval == 0 or self.step == self.total:
+                        dt = time.perf_counter() - t0
+                        scalars = {k: v / count for k, v in sums.items()}
+                        scalars["train/lr"] = self.scheduler.get_last_lr()[0]
+                        scalars["train/samples_per_s"] = count * cfg.batch_size / max(dt, 1e-9)
+                        scalars["train/epoch"] = self.step * cfg.batch_size / self.n
+                        logger.log(self.step, scalars)
+                        bar.set_postfix(loss=f"{scalars['train/loss']:.4f}")
+                        sums, count, t0 = {}, 0, time.perf_counter()
+                    if self.step in snap_steps:
+                        self._take_snapshot()
+                    if self.step % cfg.ckpt_interval == 0 or self.step == self.total:
+                        self.save()
+                    self._in_step = False  # a step boundary: the state belongs to self.step
+                    if self._stop_requested:
+                        raise KeyboardInterrupt
+                    if callback is not None:
+                        callback(self.step, metrics)
         except KeyboardInterrupt:
-            if self.step != saved_at:
+            if not self._in_step and self.step > (self._saved_at or 0):
                 self.save()
+            raise
+        except RuntimeError as e:  # data-loader workers that the same Ctrl-C stopped
+            if self._stop_requested and "DataLoader worker" in str(e):
+                raise KeyboardInterrupt from e
             raise
         finally:
             bar.close()
@@ -277,17 +375,33 @@ class Trainer:
             batches = None  # shuts data-loader workers down
 
     def _train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One gradient step; raises ``TrainingDivergedError`` before a non-finite update."""
         self.policy.train()
         loss, metrics = self.policy.compute_loss(batch, generator=self.generator)
+        if not bool(torch.isfinite(loss)):
+            raise self._diverged(self.step + 1, f"the loss is {float(loss.detach())}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        params = [p for p in self.policy.parameters() if p.grad is not None]
         clip = self.policy.config.optim.grad_clip_norm
         if clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), clip)
-            metrics["train/grad_norm"] = float(norm)
+            norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        else:
+            norm = _grad_norm(params)
+        if not bool(torch.isfinite(norm)):
+            raise self._diverged(self.step + 1, f"the gradient norm is {float(norm)}")
+        metrics["train/grad_norm"] = float(norm)
         self.optimizer.step()
         self.scheduler.step()
         return metrics
+
+
+def _grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """The global L2 norm of the gradients (what ``clip_grad_norm_`` computes, without clipping)."""
+    if not params:
+        return torch.zeros(())
+    norms = [torch.linalg.vector_norm(p.grad.detach()) for p in params if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms))
 
 
 def _training_part(config: dict[str, Any]) -> dict[str, Any]:

@@ -8,10 +8,13 @@ over a floor: ~2.4 ms instead of ~10 ms; the Panda with its meshes takes ~20 ms)
 
 from __future__ import annotations
 
+import atexit
 import math
+import os
 import re
+import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -41,24 +44,55 @@ ARM_COLOR: RGBA = (0.55, 0.55, 0.58, 1.0)  # grey links; wrist and flange in the
 def annulus_body(
     client: BulletClient, inner: float, outer: float, height: float, color: RGBA, segments: int = 32
 ) -> int:
-    """A flat, upward-facing, visual-only ring at ``height`` (a goal marker nothing can hide)."""
-    angles = np.linspace(0.0, 2.0 * math.pi, segments, endpoint=False)
-    vertices = [[r * math.cos(a), r * math.sin(a), 0.0] for a in angles for r in (inner, outer)]
-    n = len(vertices)  # inner and outer vertices alternate
-    indices: list[int] = []
-    for k in range(0, n, 2):
-        inner0, outer0, inner1, outer1 = k, k + 1, (k + 2) % n, (k + 3) % n
-        indices += [inner0, outer0, outer1, inner0, outer1, inner1]
-    visual = client.createVisualShape(
-        pybullet.GEOM_MESH,
-        vertices=vertices,
-        indices=indices,
-        normals=[[0.0, 0.0, 1.0]] * n,
-        rgbaColor=color,
-    )
+    """A flat, upward-facing, visual-only ring at ``height`` (a goal marker nothing can hide).
+
+    The mesh is read from an OBJ file written once per process (``mesh_file``), not passed as
+    in-memory ``vertices``: pybullet never frees an in-memory visual mesh with ``normals``
+    (~13 KB per client, even after ``disconnect``), while file meshes go to its process-wide
+    cache, keyed by path, and are parsed once. Both draw the same pixels.
+    """
+    name = f"ring_{inner!r}_{outer!r}_{segments}.obj"
+    path = mesh_file(name, lambda: annulus_obj(inner, outer, segments))
+    visual = client.createVisualShape(pybullet.GEOM_MESH, fileName=str(path), rgbaColor=color)
     return client.createMultiBody(
         baseMass=0, baseVisualShapeIndex=visual, basePosition=[0.0, 0.0, height]
     )
+
+
+_MESH_DIR: list[Path] = []  # this process's mesh folder, created on first use
+
+
+def mesh_file(name: str, text: Callable[[], str]) -> Path:
+    """``name`` in a folder that lives as long as the process, written with ``text()`` if absent.
+
+    One path per mesh matters: pybullet caches every mesh file it reads, by path, until the
+    process exits, so a fresh temporary path per env would grow that cache instead.
+    """
+    if not _MESH_DIR:
+        folder = Path(tempfile.mkdtemp(prefix="ibc-gym-meshes-"))
+        owner = os.getpid()  # forked workers share the folder; only its creator removes it
+        atexit.register(lambda: os.getpid() == owner and shutil.rmtree(folder, ignore_errors=True))
+        _MESH_DIR.append(folder)
+    path = _MESH_DIR[0] / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+        tmp.write_text(text())
+        os.replace(tmp, path)
+    return path
+
+
+def annulus_obj(inner: float, outer: float, segments: int) -> str:
+    """Wavefront OBJ text of a flat ring in the ``z = 0`` plane, normals ``+z``."""
+    angles = np.linspace(0.0, 2.0 * math.pi, segments, endpoint=False)
+    vertices = [(r * math.cos(a), r * math.sin(a)) for a in angles for r in (inner, outer)]
+    n = len(vertices)  # inner and outer vertices alternate
+    lines = [f"v {x!r} {y!r} 0.0" for x, y in vertices] + ["vn 0.0 0.0 1.0"]
+    for k in range(0, n, 2):
+        inner0, outer0, inner1, outer1 = k + 1, k + 2, (k + 2) % n + 1, (k + 3) % n + 1
+        lines.append(f"f {inner0}//1 {outer0}//1 {outer1}//1")  # 1-based, normal 1
+        lines.append(f"f {inner0}//1 {outer1}//1 {inner1}//1")
+    return "\n".join(lines) + "\n"
 
 
 def lowpoly_xarm6_urdf() -> str:

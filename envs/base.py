@@ -81,18 +81,15 @@ class ReachTask:
 def validate_action(action: Any) -> np.ndarray:
     """``action`` as a float64 ``(2,)`` array clipped to ``[-1, 1]``, or a clear ``ValueError``.
 
-    Accepts float arrays of any float dtype and sequences of two real numbers.
+    One rule for arrays and sequences alike: two real numbers of any float or integer dtype
+    (``np.array([1, 0])`` is accepted like ``[1, 0]``); booleans, strings and objects are refused.
     """
-    if isinstance(action, np.ndarray):
-        arr, allowed = action, "f"
-    else:
-        try:
-            arr = np.asarray(action)
-        except (TypeError, ValueError) as exc:  # ragged sequences and the like
-            raise ValueError(f"action must be a float array of shape (2,), got {action!r}") from exc
-        allowed = "fiu"
-    if arr.dtype.kind not in allowed:
-        raise ValueError(f"action must be a float array of shape (2,), got dtype {arr.dtype}")
+    try:
+        arr = np.asarray(action)
+    except (TypeError, ValueError) as exc:  # ragged sequences and the like
+        raise ValueError(f"action must be a float array of shape (2,), got {action!r}") from exc
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"action must hold real numbers (float or integer), got dtype {arr.dtype}")
     if arr.shape != (2,):
         raise ValueError(f"action must have shape (2,), got shape {arr.shape}")
     arr = arr.astype(np.float64)

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin, get_type_hints
 
 import pytest
 
-from demos.args import add_dataclass_arguments, dataclass_from_namespace, help_field
-from demos.cli import build_parser
+from demos.args import (
+    Rule,
+    add_dataclass_arguments,
+    check_options,
+    dataclass_from_namespace,
+    help_field,
+    one_of,
+)
+from demos.cli import _available_commands, build_parser, main
 
 
 @dataclass(frozen=True)
@@ -81,3 +90,138 @@ def test_positional_field(argv: list[str], expected: Path) -> None:
     p = argparse.ArgumentParser()
     add_dataclass_arguments(p, WithPositional)
     assert dataclass_from_namespace(WithPositional, p.parse_args(argv)).run_dir == expected
+
+
+# ---- validation: every option's rule, applied at parse time -----------------------------------
+
+
+def all_configs() -> list[tuple[str, type]]:
+    """``(command, config class)`` of every command, sub-commands included."""
+    out = []
+    for name, _, cls, _ in _available_commands():
+        if isinstance(cls, dict):
+            out += [(f"{name} {sub}", sub_cls) for sub, (_, sub_cls, _) in cls.items()]
+        else:
+            out.append((name, cls))
+    return out
+
+
+def numeric(tp: object) -> bool:
+    tp = (
+        next((a for a in get_args(tp) if a is not type(None)), tp)
+        if get_origin(tp) in (Union, UnionType)
+        else tp
+    )
+    if get_origin(tp) is tuple:
+        tp = get_args(tp)[0]
+    return tp in (int, float)
+
+
+@pytest.mark.parametrize(("command", "cls"), all_configs(), ids=[c for c, _ in all_configs()])
+def test_every_option_declares_its_valid_values(command: str, cls: type) -> None:
+    """Numbers declare a range, env ids and devices a check; every default follows its rule."""
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        rule: Rule = f.metadata["rule"]
+        if numeric(hints[f.name]):
+            assert (rule.min, rule.max, rule.above) != (None, None, None), (
+                f"{command} --{f.name}: no range"
+            )
+        if f.name in ("env", "envs", "device"):
+            assert rule.check is not None, f"{command} --{f.name}: no check"
+    check_options(cls())  # the defaults are valid
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["eval", "--seed", "-10"], "argument --seed: must be an integer >= 0, got -10"),
+        (["eval", "--threads", "0"], "argument --threads: must be an integer >= 1, got 0"),
+        (["eval", "--episodes", "0"], "argument --episodes: must be an integer >= 1, got 0"),
+        (["eval", "--episodes", "-3"], "argument --episodes: must be an integer >= 1, got -3"),
+        (["collect", "--env", "ibc/Nope-v0"], "argument --env: must be a registered env id (ibc/"),
+        (["collect", "--noise", "nan"], "argument --noise: must be a finite number >= 0, got nan"),
+        (
+            ["train", "--ckpt-interval", "0"],
+            "argument --ckpt-interval: must be an integer >= 1, got 0",
+        ),
+        (["train", "--keypoints", "0"], "argument --keypoints: must be an integer >= 1, got 0"),
+        (["train", "--steps", "-5"], "argument --steps: must be an integer >= 1, got -5"),
+        (["train", "--lr", "inf"], "argument --lr: must be a finite number > 0, got inf"),
+        (
+            ["train", "--channels", "8", "8", "--strides", "2"],
+            "--channels and --strides need one value per",
+        ),
+        (["train", "--steps", "many"], "argument --steps: invalid int value: 'many'"),
+        (
+            ["video", "--render-size", "5000"],
+            "argument --render-size: must be an integer in [16, 1024]",
+        ),
+        (
+            ["demo", "--policies", "diffusion"],
+            "argument --policies: must be one of implicit, explicit",
+        ),
+        (["viz", "dfo", "--dpi", "0"], "argument --dpi: must be an integer >= 1, got 0"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line_and_write_nothing(
+    argv: list[str],
+    expected: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the default outputs (runs/, data/, out/, videos/) land here
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+    assert err[0].startswith(
+        f"ibc-gym {' '.join(a for a in argv[:2] if not a.startswith('-'))}: error: "
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_library_configs_apply_the_same_rules() -> None:
+    from demos.evaluate import EvalConfig
+    from demos.train import TrainJobConfig
+
+    with pytest.raises(ValueError, match=r"--episodes must be an integer >= 1, got 0"):
+        EvalConfig(episodes=0)
+    with pytest.raises(ValueError, match=r"--lr must be a finite number > 0, got nan"):
+        TrainJobConfig(lr=float("nan"))
+
+
+def test_rule_descriptions() -> None:
+    assert Rule(min=16, max=1024).describe(int) == "an integer in [16, 1024]"
+    assert Rule(above=0, max=1).describe(float) == "a finite number in (0, 1]"
+    assert Rule(above=0).problem(0.0) == "must be a finite number > 0, got 0.0"
+    assert Rule(min=0).problem(True) is None and Rule(min=1).problem(3) is None
+    assert Rule(check=one_of("a", "b")).problem("c") == "must be one of a, b, got 'c'"
+
+
+def test_a_checkpoint_of_an_unregistered_env_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ebm_policy import (
+        CNNConfig,
+        ExplicitConfig,
+        ExplicitPolicy,
+        ExplicitPolicyConfig,
+        save_checkpoint,
+    )
+
+    cnn = CNNConfig(channels=(4,), strides=(1,), pools=(1,), out_channels=2)
+    policy = ExplicitPolicy(
+        ExplicitPolicyConfig(model=ExplicitConfig(cnn=cnn, hidden_dims=(4,))), [-1, -1], [1, 1]
+    )
+    meta = {
+        "env_id": "ibc/Gone-v0",
+        "env_kwargs": {},
+        "image_shape": [16, 16, 3],
+        "train_seeds": [0],
+    }
+    ckpt = save_checkpoint(tmp_path / "run" / "ckpt_last.pt", policy, metadata=meta)
+    assert main(["eval", "--ckpt", str(ckpt), "--episodes", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained on 'ibc/Gone-v0', which is not a registered env" in err[0]
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["ckpt_last.pt"]  # no eval/ folder

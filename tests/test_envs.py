@@ -109,7 +109,8 @@ def test_spaces_and_info(env_id: str) -> None:
         (np.array([0.0, np.inf]), "finite"),
         (np.zeros(3, np.float32), "shape"),
         (np.zeros((1, 2), np.float32), "shape"),
-        (np.array([1, 0]), "dtype"),
+        (np.array([True, False]), "dtype"),
+        ([True, False], "dtype"),
         (np.array(["a", "b"]), "dtype"),
         (["a", "b"], "dtype"),
         ([0.1, 0.2, 0.3], "shape"),
@@ -129,6 +130,8 @@ def test_good_actions_and_clipping() -> None:
     env.reset(seed=0)
     env.step([0.1, 0.2])
     env.step((0, 1))
+    env.step(np.array([1, 0]))  # integer arrays are accepted like integer lists
+    env.step(np.array([0, -1], np.int8))
     env.step(np.array([0.1, 0.2], np.float64))
     env._scene.reset(np.zeros(2), np.array([[-0.8, 0.8]]), env.task.target_colors)  # target away
     for _ in range(25):  # far outside the workspace: the set-point is clipped to the corner

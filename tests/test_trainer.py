@@ -5,6 +5,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +29,15 @@ from ebm_policy import (
     InfoNCEConfig,
     OptimConfig,
     TrainConfig,
+    Trainer,
     load_checkpoint,
     load_policy,
     read_metrics,
     train,
 )
 from ebm_policy.data import StreamSampler
+from ebm_policy.runlock import FolderInUseError
+from ebm_policy.trainer import TrainingDivergedError
 
 CNN = CNNConfig(channels=(4, 4), strides=(1, 1), pools=(1, 1), out_channels=4)
 K = 12  # steps of the straight run; the interrupted run stops at K // 2
@@ -174,3 +181,195 @@ def test_stream_sampler_resumes_mid_epoch(start: int) -> None:
     it = iter(StreamSampler(10, seed=1, start=start))
     assert [next(it) for _ in range(15)] == expected
     assert sorted(full.permutation(2).tolist()) == list(range(10))
+
+
+# ---- interrupts inside a step, divergence, the run-folder lock, stale temporaries -------------
+
+
+class InterruptingPolicy:
+    """Wraps a policy: on the ``at``-th ``compute_loss`` call (step ``at``), after the
+    counter-examples were drawn, ``how`` happens: one or two SIGINTs (Ctrl-C), or a
+    ``KeyboardInterrupt`` raised in the middle of the step."""
+
+    def __init__(self, policy: ImplicitPolicy | ExplicitPolicy, at: int, how: str) -> None:
+        self._policy, self._at, self._how, self._calls = policy, at, how, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._policy, name)
+
+    def compute_loss(self, batch: dict, generator: torch.Generator) -> tuple:
+        out = self._policy.compute_loss(batch, generator=generator)
+        self._calls += 1
+        if self._calls == self._at:
+            if self._how == "raise":
+                raise KeyboardInterrupt
+            for _ in range(1 if self._how == "ctrl-c" else 2):
+                signal.raise_signal(signal.SIGINT)
+        return out
+
+
+@pytest.mark.parametrize(
+    ("how", "saved"),
+    [("ctrl-c", K // 2 + 2), ("ctrl-c-twice", K // 2), ("raise", K // 2)],
+)
+@pytest.mark.parametrize("kind", ["implicit", "explicit"])
+def test_interrupt_inside_a_step_resumes_bitwise(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], kind: str, how: str, saved: int
+) -> None:
+    """A first Ctrl-C lets the step finish and saves it; a second one, or a KeyboardInterrupt
+    raised inside the step, saves nothing (the periodic checkpoint of step K/2 stays). Either way
+    the resumed run equals the straight one bit for bit: the checkpoint never holds the generator
+    state of a step it does not contain."""
+    straight = train(make(kind), DotDataset(), config(), tmp_path / "straight")
+    run = tmp_path / "run"
+    inner = make(kind)
+    trainer = Trainer(inner, DotDataset(), config(), run)
+    trainer.policy = InterruptingPolicy(inner, at=K // 2 + 2, how=how)  # type: ignore[assignment]
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    assert load_checkpoint(run / "ckpt_last.pt")["step"] == saved
+    if how == "ctrl-c":
+        assert f"finishing step {saved}" in capfd.readouterr().err
+    resumed = train(make(kind, seed=99), DotDataset(), config(), run, resume=True)
+    assert same_weights(straight, resumed)
+    assert [r["step"] for r in read_metrics(run)] == list(range(2, K + 1, 2))
+
+
+class NaNAt:
+    """Wraps a policy: its loss is multiplied by ``value`` (NaN, inf) from step ``at`` on."""
+
+    def __init__(self, policy: ImplicitPolicy | ExplicitPolicy, at: int, value: float) -> None:
+        self._policy, self._at, self._value, self._calls = policy, at, value, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._policy, name)
+
+    def compute_loss(self, batch: dict, generator: torch.Generator) -> tuple:
+        loss, metrics = self._policy.compute_loss(batch, generator=generator)
+        self._calls += 1
+        return (loss * self._value if self._calls >= self._at else loss), metrics
+
+
+def finite_checkpoint(path: Path) -> bool:
+    state = load_checkpoint(path)["state_dict"]
+    return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize(
+    ("value", "what"), [(float("nan"), "the loss is nan"), (float("inf"), "the loss is inf")]
+)
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, value: float, what: str
+) -> None:
+    policy = make("implicit")
+    trainer = Trainer(policy, DotDataset(), config(ckpt_interval=4, log_interval=1), tmp_path)
+    trainer.policy = NaNAt(policy, at=7, value=value)  # type: ignore[assignment]
+    with pytest.raises(
+        TrainingDivergedError,
+        match=rf"at step 7: {what}; .*\(.*ckpt_last.pt, step 4\) is kept.*learning rate",
+    ):
+        trainer.run()
+    assert load_checkpoint(tmp_path / "ckpt_last.pt")["step"] == 4 and finite_checkpoint(
+        tmp_path / "ckpt_last.pt"
+    )
+    text = (tmp_path / "metrics.jsonl").read_text()
+    assert [json.loads(line)["step"] for line in text.splitlines()] == [1, 2, 3, 4, 5, 6]
+    assert "NaN" not in text and "Infinity" not in text
+
+
+def test_non_finite_weights_are_never_saved(tmp_path: Path) -> None:
+    """An infinite learning rate: the first update makes the weights non-finite; the checkpoint
+    due after it is refused, and the run folder it created is removed (nothing to keep)."""
+    run = tmp_path / "run"
+    policy = make("explicit", optim=OptimConfig(lr=float("inf")))
+    with pytest.raises(
+        TrainingDivergedError, match=r"at step 1: the weight .* is not finite.*removed"
+    ):
+        train(policy, DotDataset(), config(ckpt_interval=1), run)
+    assert not run.exists()
+
+
+def test_gradient_norm_guard(tmp_path: Path) -> None:
+    policy = make("explicit")
+    trainer = Trainer(policy, DotDataset(), config(ckpt_interval=2), tmp_path)
+
+    def inf_grads(grad: torch.Tensor) -> torch.Tensor:
+        return grad * float("inf")
+
+    next(policy.parameters()).register_hook(inf_grads)
+    with pytest.raises(TrainingDivergedError, match="at step 1: the gradient norm is (inf|nan)"):
+        trainer.run()
+
+
+LOCK_HOLDER = """
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("runlock", sys.argv[1])
+runlock = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(runlock)
+with runlock.FolderLock(sys.argv[2], "train"):
+    print("locked", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def hold_lock(folder: Path) -> subprocess.Popen:
+    """Another process holding ``folder``'s lock until its stdin is closed (or it is killed)."""
+    import ebm_policy.runlock
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, ebm_policy.runlock.__file__, str(folder)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_second_trainer_on_a_busy_run_folder_is_refused(tmp_path: Path) -> None:
+    train(make("explicit"), DotDataset(), config(steps=2), tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    holder = hold_lock(tmp_path)
+    try:
+        with pytest.raises(
+            FolderInUseError, match=rf"in use by pid {holder.pid} \(ibc-gym train, since "
+        ):
+            train(make("explicit"), DotDataset(), config(steps=4), tmp_path, resume=True)
+    finally:
+        holder.communicate("\n")
+    after = {
+        p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and p.name != ".lock"
+    }
+    assert after == before  # nothing touched
+    train(make("explicit"), DotDataset(), config(steps=4), tmp_path, resume=True)  # free again
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    holder = hold_lock(tmp_path)
+    holder.kill()
+    holder.wait()
+    assert str(holder.pid) in (tmp_path / ".lock").read_text()
+    train(make("explicit"), DotDataset(), config(steps=2), tmp_path)
+    assert f"taking over the lock left by pid {holder.pid}" in capfd.readouterr().err
+    assert load_checkpoint(tmp_path / "ckpt_last.pt")["step"] == 2
+
+
+def test_stale_temporaries_are_removed_by_the_next_run(tmp_path: Path) -> None:
+    """Killed writers leave temporaries (``.ckpt_last.<pid>.<token>.tmp.pt``); the next run in the
+    folder removes those of dead processes and leaves a live writer's alone."""
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    pid = int(dead.stdout)
+    stale = [
+        tmp_path / f".ckpt_last.{pid}.0123abcd.tmp.pt",
+        tmp_path / f".energy_snapshots.{pid}.89abcdef.tmp.npz",
+    ]
+    live = tmp_path / f".ckpt_last.{os.getppid()}.0123abcd.tmp.pt"  # a process that is running
+    for p in [*stale, live]:
+        p.write_bytes(b"")
+    train(make("explicit"), DotDataset(), config(steps=2), tmp_path)
+    assert not any(p.exists() for p in stale) and live.exists()

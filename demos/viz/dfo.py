@@ -27,9 +27,9 @@ from ebm_policy import DerivativeFreeOptimizer, DFOHistory
 @dataclass(frozen=True)
 class DfoFigConfig(ModelFigureConfig):
     samples: int = help_field(
-        256, "DFO samples per iteration (fewer than at inference, to keep the scatter legible)"
+        256, "DFO samples per iteration (fewer than at inference, to keep the scatter legible)", min=1
     )
-    iterations: int | None = help_field(None, "DFO iterations (None: the policy's)")
+    iterations: int | None = help_field(None, "DFO iterations (None: the policy's)", min=0)
 
 
 def run_dfo_history(

@@ -22,9 +22,9 @@ from demos.viz.toy1d import ToyTrainConfig, energy_grid, make_data, signal_grid,
 
 @dataclass(frozen=True)
 class Energy1DConfig(FigureConfig):
-    inputs: int = help_field(3, "number of fixed test inputs shown side by side")
+    inputs: int = help_field(3, "number of fixed test inputs shown side by side", min=1)
     epochs: int | None = help_field(
-        None, "training epochs over 1024 examples (None: 30, or 2 with --quick)"
+        None, "training epochs over 1024 examples (None: 30, or 2 with --quick)", min=0
     )
 
 

@@ -25,7 +25,7 @@ from demos.viz.sources import ModelSource, Observation, load_source
 
 @dataclass(frozen=True)
 class Energy2DConfig(ModelFigureConfig):
-    resolution: int = help_field(121, "grid points per action dimension (quick: 41)")
+    resolution: int = help_field(121, "grid points per action dimension (quick: 41)", min=2)
 
 
 def energy_on_grid(

@@ -24,10 +24,10 @@ LATENT_STEP = np.pi / 24  # the lecture's latent grid z = [0 : pi/24 : 2 pi)
 
 @dataclass(frozen=True)
 class FreeEnergyConfig(FigureConfig):
-    samples: int = help_field(24, "number of training samples y drawn from the ellipse")
-    w1: float = help_field(2.0, "decoder weight w1 (horizontal semi-axis)")
-    w2: float = help_field(1.5, "decoder weight w2 (vertical semi-axis)")
-    highlight: int = help_field(23, "1-based index of the sample whose energy curve is highlighted")
+    samples: int = help_field(24, "number of training samples y drawn from the ellipse", min=1)
+    w1: float = help_field(2.0, "decoder weight w1 (horizontal semi-axis)", above=0)
+    w2: float = help_field(1.5, "decoder weight w2 (vertical semi-axis)", above=0)
+    highlight: int = help_field(23, "1-based index of the sample whose energy curve is highlighted", min=1)
 
 
 def ellipse_samples(n: int, rng: np.random.Generator, a: float = 2.0, b: float = 1.5) -> np.ndarray:

@@ -28,7 +28,7 @@ PEAK_CMAP = "viridis"  # ENERGY_CMAP for -E: the same colour for the same energy
 
 @dataclass(frozen=True)
 class FusionConfig(ModelFigureConfig):
-    steps: int = help_field(5, "interpolation steps between the two feature vectors (>= 2)")
+    steps: int = help_field(5, "interpolation steps between the two feature vectors (>= 2)", min=2)
 
 
 @torch.inference_mode()

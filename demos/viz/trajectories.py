@@ -25,10 +25,11 @@ from matplotlib.figure import Figure, SubFigure
 import envs  # noqa: F401  (registers the ibc/ ids)
 from agents.learned import load_agent
 from agents.rollout import make_vector_env, rollout
-from demos.args import help_field
+from demos.args import help_field, registered_env
 from demos.viz.base import DEFAULT_ENV, FigureConfig, run_figure
 from demos.viz.bc_pair import PairRecipe, train_pair
 from demos.viz.plotting import ActionFrame, new_figure
+from envs.base import SIZE_RANGE
 from envs.physics import VIEW_HALF_EXTENT
 
 DEFAULT_EPISODES, QUICK_EPISODES = 20, 4
@@ -50,21 +51,24 @@ class TrajectoriesConfig(FigureConfig):
     episodes: int | None = help_field(
         None,
         f"evaluation episodes per checkpoint (None: {DEFAULT_EPISODES}, {QUICK_EPISODES} with --quick)",
+        min=1,
     )
     eval_seed: int = help_field(
         100_000,
         "episode i is reset with eval-seed + i for every checkpoint (must miss their demo seeds)",
+        min=0,
     )
     env: str | None = help_field(
         None,
         f"env of the pair trained without --ckpt (None: {DEFAULT_ENV}); with --ckpt, the env "
         "the checkpoints must come from",
+        check=registered_env,
     )
-    num_envs: int = help_field(4, "sub-envs run together per checkpoint")
-    render_size: int = help_field(128, "pixels of each panel's rendered scene")
-    columns: int | None = help_field(None, "panels per row in each block (None: about square)")
+    num_envs: int = help_field(4, "sub-envs run together per checkpoint", min=1)
+    render_size: int = help_field(128, "pixels of each panel's rendered scene", min=SIZE_RANGE[0], max=SIZE_RANGE[1])
+    columns: int | None = help_field(None, "panels per row in each block (None: about square)", min=1)
     train_steps: int | None = help_field(
-        None, "training steps of each policy trained without --ckpt (None: 300, 3 with --quick)"
+        None, "training steps of each policy trained without --ckpt (None: 300, 3 with --quick)", min=1
     )
     cache: bool = help_field(True, "reuse the pair trained earlier with the same settings")
 
