@@ -127,7 +127,7 @@ class ReachAroundObstacleEnv(ReachEnv):
     """
 
     task: ClassVar[ReachTask] = ReachTask(
-        n_targets=1, sequential=False, target_colors=(RED,), min_agent_separation=0.8
+        n_targets=1, sequential=False, target_colors=(RED,), min_agent_separation=0.7
     )
     extra_state_dim: ClassVar[int] = 4
 

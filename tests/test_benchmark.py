@@ -106,10 +106,10 @@ def test_rerun_skips_finished_cells(quick_out: Path, tmp_path: Path, monkeypatch
 
 
 BAD_GRIDS = [
-    (["--envs", "ibc/Nope-v0"], "unknown env 'ibc/Nope-v0'"),
-    (["--policies", "implicit", "ppo"], "unknown policy 'ppo'"),
-    (["--action-types", "sideways"], "unknown action type 'sideways'"),
-    (["--demos", "0"], "--demos must be positive, got 0"),
+    (["--envs", "ibc/Nope-v0"], "--envs: must be a registered env id"),
+    (["--policies", "implicit", "ppo"], "--policies: must be one of implicit, explicit, got 'ppo'"),
+    (["--action-types", "sideways"], "--action-types: must be one of position, delta, got 'sideways'"),
+    (["--demos", "0"], "--demos: must be an integer >= 1, got 0"),
     (["--demos", "10", "10"], "--demos lists a value twice"),
     (["--steps", "300", "--keep-every", "250"], "--steps (300) must be a multiple of --keep-every (250)"),
     (["--eval-seed", "5"], "may overlap the demo seeds"),
