@@ -29,7 +29,7 @@ from envs.base import SIZE_RANGE
 @dataclass(frozen=True)
 class DemoConfig:
     out: Path = help_field(Path("out"), "output folder")
-    envs: tuple[str, ...] = help_field(("ibc/ReachTarget-v0", "ibc/ReachAnyTarget-v0"), "env ids", check=registered_env)
+    envs: tuple[str, ...] = help_field(("ibc/ReachTarget-v0", "ibc/ReachAroundObstacle-v0"), "env ids", check=registered_env)
     policies: tuple[str, ...] = help_field(("implicit", "explicit"), "policies to train", check=one_of("implicit", "explicit"))
     episodes: int = help_field(500, "expert demo episodes per env", min=1)
     image_size: int = help_field(64, "observation image size", min=SIZE_RANGE[0], max=SIZE_RANGE[1])
