@@ -1,7 +1,8 @@
 """The figures of ``ibc-gym benchmark`` from its results rows (pyplot-free, written atomically).
 
 - ``stability.png``: success against training step, one panel per env x number of demos x action
-  type, one line per policy and training seed (the evaluated kept checkpoints).
+  type, one line per policy and training seed (the evaluated kept checkpoints), the spread's
+  window shaded.
 - ``data_efficiency.png``: final-checkpoint success against number of demos (log axis), one panel
   per env x action type, one line per policy: the mean over training seeds, error bars of one
   sample standard deviation, the seeds as dots.
@@ -27,14 +28,17 @@ def _panels(n: int) -> tuple[int, int]:
     return (n + cols - 1) // cols, cols
 
 
-def stability_figure(rows: list[dict[str, Any]]) -> Figure:
-    """Success rate against training step; line ``label`` = ``"<policy> seed <s>"``."""
+def stability_figure(rows: list[dict[str, Any]], last: int = 5) -> Figure:
+    """Success rate against training step; line ``label`` = ``"<policy> seed <s>"``; a grey band
+    marks the last ``last`` checkpoints (those the spread is taken over)."""
     panels = group_rows(rows, ("env", "n_demos", "action_type"))
     nr, nc = _panels(len(panels))
     fig = new_figure(4.2 * nc, 3.2 * nr)
     axes = fig.subplots(nr, nc, squeeze=False).ravel()
     for ax, ((env, n, at), prow) in zip(axes, panels.items(), strict=False):
         seeds = sorted({r["seed"] for r in prow})
+        window = sorted({r["step"] for r in prow})[-last:]
+        ax.axvspan(window[0], window[-1], color="0.9", zorder=0, label=f"last {len(window)} checkpoints")
         for (policy, seed), crow in sorted(group_rows(prow, ("policy", "seed")).items()):
             crow = sorted(crow, key=lambda r: r["step"])
             ax.plot([r["step"] for r in crow], [r["success_rate"] for r in crow],
@@ -87,6 +91,6 @@ def data_efficiency_figure(rows: list[dict[str, Any]], last: int = 5) -> Figure:
 def write_plots(rows: list[dict[str, Any]], out: Path, last: int = 5) -> list[Path]:
     """Write ``stability.png`` and ``data_efficiency.png`` to ``out`` atomically."""
     return [
-        save_figure(stability_figure(rows), out / "stability.png"),
+        save_figure(stability_figure(rows, last), out / "stability.png"),
         save_figure(data_efficiency_figure(rows, last), out / "data_efficiency.png"),
     ]

@@ -96,7 +96,7 @@ def test_summary_table() -> None:
 
 def test_stability_plot_shows_the_rows() -> None:
     rows = synthetic_rows()
-    fig = stability_figure(rows)
+    fig = stability_figure(rows, last=5)
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in axes] == [f"{ENV}, 10 demos, position", f"{ENV}, 30 demos, position"]
     for ax, n in zip(axes, (10, 30), strict=True):
@@ -109,6 +109,9 @@ def test_stability_plot_shows_the_rows() -> None:
                 line = lines[f"{policy} seed {seed}"]
                 assert list(line.get_xdata()) == list(STEPS)
                 assert list(line.get_ydata()) == pytest.approx(curve)
+        (band,) = ax.patches  # the spread's window: the last 5 checkpoints
+        assert band.get_label() == "last 5 checkpoints"
+        assert tuple(band.get_bbox().intervalx) == (STEPS[1], STEPS[-1])
         colors = {lab.split()[0]: line.get_color() for lab, line in lines.items()}
         assert colors["implicit"] != colors["explicit"]
 
