@@ -44,15 +44,20 @@ def stability_figure(rows: list[dict[str, Any]], last: int = 5) -> Figure:
             ax.plot([r["step"] for r in crow], [r["success_rate"] for r in crow],
                     color=POLICY_COLORS.get(policy), ls=SEED_STYLES[seeds.index(seed) % len(SEED_STYLES)],
                     marker="o", ms=3, label=f"{policy} seed {seed}")
-        ax.set_title(f"{env}, {n} demos, {at}", fontsize=9)
-        ax.set_xlabel("training step")
-        ax.set_ylabel("success rate")
-        ax.set_ylim(*SUCCESS_LIMITS)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _finish(ax, f"{env}, {n} demos, {at}", "training step", "success rate", legend_size=7)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     return fig
+
+
+def _finish(ax: Any, title: str, xlabel: str, ylabel: str, legend_size: int) -> None:
+    """Title, labels, the success axis's limits, a grid and the legend of one panel."""
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(*SUCCESS_LIMITS)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
 
 
 def data_efficiency_figure(rows: list[dict[str, Any]], last: int = 5) -> Figure:
@@ -77,12 +82,7 @@ def data_efficiency_figure(rows: list[dict[str, Any]], last: int = 5) -> Figure:
         ax.set_xscale("log")
         ax.set_xticks(demos, [str(d) for d in demos])
         ax.minorticks_off()
-        ax.set_title(f"{env}, {at}", fontsize=9)
-        ax.set_xlabel("number of demos")
-        ax.set_ylabel("success rate (final checkpoint)")
-        ax.set_ylim(*SUCCESS_LIMITS)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _finish(ax, f"{env}, {at}", "number of demos", "success rate (final checkpoint)", legend_size=8)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     return fig
