@@ -86,7 +86,7 @@ class BenchmarkConfig:
     policies: tuple[str, ...] = help_field(POLICIES, f"policies ({', '.join(POLICIES)})", check=one_of(*POLICIES))
     seeds: tuple[int, ...] = help_field((0, 1, 2), "training seeds (weights, data order, counter-examples)", min=0)
     demos: tuple[int, ...] = help_field(
-        (10, 30, 100, 300), "numbers of demos (the first N episodes of one collection of the largest)", min=1
+        (30, 300), "numbers of demos (the first N episodes of one collection of the largest)", min=1
     )
     action_types: tuple[str, ...] = help_field(("position",), f"env action types ({', '.join(ACTION_TYPES)})", check=one_of(*ACTION_TYPES))
     data_seed: int = help_field(0, "demo episode i is reset with data-seed + i (the expert's seed too)", min=0)
