@@ -85,15 +85,15 @@ class TargetExpert:
         """Nothing to forget: the action depends only on the current ``info``."""
 
     def select_action(self, obs: Any, info: dict[str, Any]) -> np.ndarray:
-        targets = np.asarray(info["targets"], dtype=np.float64)
-        single = targets.ndim == 2
+        single = np.ndim(info["targets"]) == 2
         batched = {k: (np.asarray(v)[None] if single else np.asarray(v)) for k, v in info.items()}
-        targets = batched["targets"].astype(np.float64)
-        goals = self._goals(batched, targets)
-        agent = batched["agent_pos"].astype(np.float64).reshape(-1, 2) if "agent_pos" in batched else None
-        if self.action_type == "delta" and agent is None:
-            raise ValueError("delta actions need info['agent_pos']")
-        action = goal_to_action(goals, agent, self.action_type) if agent is not None else goals
+        goals = self._goals(batched, batched["targets"].astype(np.float64))
+        action = goals
+        if self.action_type == "delta":
+            if "agent_pos" not in batched:
+                raise ValueError("delta actions need info['agent_pos']")
+            agent = batched["agent_pos"].astype(np.float64).reshape(-1, 2)
+            action = goal_to_action(goals, agent, self.action_type)
         if self.noise > 0:
             action = np.clip(action + self.rng.normal(0.0, self.noise, action.shape), -1.0, 1.0)
         action = action.astype(np.float32)
