@@ -61,11 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
             for sub_name, (sub_help, sub_cls, sub_run) in cfg_cls.items():
                 sp = inner.add_parser(sub_name, help=sub_help, description=sub_help)
                 add_dataclass_arguments(sp, sub_cls)
-                sp.set_defaults(_cfg_cls=sub_cls, _run=sub_run)
+                sp.set_defaults(_cfg_cls=sub_cls, _run=sub_run, _parser=sp)
             continue
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_dataclass_arguments(p, cfg_cls)
-        p.set_defaults(_cfg_cls=cfg_cls, _run=run)
+        p.set_defaults(_cfg_cls=cfg_cls, _run=run, _parser=p)
     return parser
 
 
@@ -76,10 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # --help (0), or a bad option: one line printed already (2)
         return e.code if isinstance(e.code, int) else 2
     name = " ".join(x for x in (ns.command, getattr(ns, "subcommand", None)) if x)
-    try:
-        cfg = dataclass_from_namespace(ns._cfg_cls, ns)
-    except ValueError as e:  # a rule involving several options (__post_init__)
-        return _fail(name, e, 2)
+    try:  # a ValueError while building (a rule relating several options) is a one-line error
+        cfg = dataclass_from_namespace(ns._cfg_cls, ns, parser=ns._parser)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
     try:
         ns._run(cfg)
     except (TrainingDivergedError, FolderInUseError) as e:

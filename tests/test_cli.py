@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
-from typing import Literal, Union, get_args, get_origin, get_type_hints
+from typing import Literal, Union, get_args, get_origin
 
 import pytest
 
@@ -17,6 +16,7 @@ from demos.args import (
     check_options,
     dataclass_from_namespace,
     help_field,
+    iter_options,
     one_of,
 )
 from demos.cli import _available_commands, build_parser, main
@@ -119,16 +119,16 @@ def numeric(tp: object) -> bool:
 
 @pytest.mark.parametrize(("command", "cls"), all_configs(), ids=[c for c, _ in all_configs()])
 def test_every_option_declares_its_valid_values(command: str, cls: type) -> None:
-    """Numbers declare a range, env ids and devices a check; every default follows its rule."""
-    hints = get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        rule: Rule = f.metadata["rule"]
-        if numeric(hints[f.name]):
+    """Numbers declare a range, env ids and devices a check (nested options included); every
+    default follows its rule."""
+    for option, f, hint in iter_options(cls):
+        rule: Rule = f.metadata.get("rule") or Rule()
+        if numeric(hint):
             assert (rule.min, rule.max, rule.above) != (None, None, None), (
-                f"{command} --{f.name}: no range"
+                f"{command} {option}: no range"
             )
         if f.name in ("env", "envs", "device"):
-            assert rule.check is not None, f"{command} --{f.name}: no check"
+            assert rule.check is not None, f"{command} {option}: no check"
     check_options(cls())  # the defaults are valid
 
 
