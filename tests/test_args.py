@@ -152,10 +152,16 @@ def test_options_not_given_keep_the_default_instance() -> None:
             "--search.step-size, --search.net.hidden, --search.net.dropout, --search.net.activation, "
             "--search.net.layer-norm)",
         ),
-        (["--search", "exact", "--search.num-samples", "2"], "--search.num-samples is not an option of --search exact (it has no options)"),
+        (
+            ["--search", "exact", "--search.num-samples", "2"],
+            "--search.num-samples is not an option of --search exact (it has no options)",
+        ),
         (["--ema.decay", "0.5"], "--ema.decay is not an option of --ema none (it has no options)"),
         # a rule the members disagree on: the chosen kind's, after parsing
-        (["--search", "walk", "--search.num-samples", "1"], "argument --search.num-samples: must be an integer >= 2, got 1"),
+        (
+            ["--search", "walk", "--search.num-samples", "1"],
+            "argument --search.num-samples: must be an integer >= 2, got 1",
+        ),
         (["--search.num-samples", "0"], "argument --search.num-samples: must be an integer >= 1, got 0"),
         (["--optim.lr", "0.1", "--optim.min-lr", "0.5"], "--optim.min-lr (0.5) must be <= --optim.lr (0.1)"),
     ],
