@@ -1,5 +1,6 @@
 """Implicit behavioral cloning: energy-based policies over images, trained with InfoNCE and
-driven by a derivative-free optimizer, plus the explicit (MSE) baseline.
+driven by an inference optimizer (DFO, Langevin MCMC or autoregressive DFO), plus the explicit
+(MSE) baseline.
 
 An independent library: it knows nothing of ``envs``, ``agents`` or ``demos``. Energy convention:
 LOWER energy = better action, everywhere.
@@ -11,6 +12,9 @@ Typical use::
     train(policy, dataset, TrainConfig(steps=2000), "runs/ibc")
     policy = load_policy("runs/ibc/ckpt_last.pt")
     actions = policy.select_action(images_uint8_bhwc)  # (B, A), original units
+    actions = policy.select_action(images_uint8_bhwc, optimizer=LangevinConfig())  # another optimizer
+
+    langevin = ImplicitPolicyConfig.for_method("langevin")  # chain counter-examples + penalty
 """
 
 from ebm_policy.checkpoint import (
@@ -21,37 +25,62 @@ from ebm_policy.checkpoint import (
     save_checkpoint,
 )
 from ebm_policy.config import (
+    AutoregressiveInfoNCEConfig,
+    BackboneConfig,
     CNNConfig,
-    DFOConfig,
     EBMConfig,
     ExplicitConfig,
     ExplicitPolicyConfig,
     ImplicitPolicyConfig,
     InfoNCEConfig,
+    LangevinInfoNCEConfig,
     OptimConfig,
     SoftArgmaxConfig,
     config_from_dict,
     config_to_dict,
 )
-from ebm_policy.dfo import DerivativeFreeOptimizer, DFOHistory
+from ebm_policy.energy import ModelEnergy
 from ebm_policy.losses import info_nce_loss, make_candidates
 from ebm_policy.metrics_log import read_metrics
 from ebm_policy.models import EBMConvMLP, ExplicitConvMLP
 from ebm_policy.modules import CNN, CoordConv, ResidualBlock, SpatialSoftArgmax
 from ebm_policy.normalize import ActionBounds, action_bounds_from_dataset
+from ebm_policy.optimizers import (
+    OPTIMIZERS,
+    ActionEnergy,
+    AnalyticEnergy,
+    AutoregressiveDFO,
+    AutoregressiveDFOConfig,
+    DerivativeFreeOptimizer,
+    DFOConfig,
+    InferenceOptimizer,
+    LangevinChainConfig,
+    LangevinConfig,
+    LangevinOptimizer,
+    OptimizerConfig,
+    SearchHistory,
+    build_optimizer,
+    optimizer_config,
+)
 from ebm_policy.policies import POLICY_CLASSES, ExplicitPolicy, ImplicitPolicy, Policy
 from ebm_policy.trainer import TrainConfig, Trainer, train
 
 __all__ = [
     "CNN",
+    "OPTIMIZERS",
     "POLICY_CLASSES",
     "ActionBounds",
+    "ActionEnergy",
+    "AnalyticEnergy",
+    "AutoregressiveDFO",
+    "AutoregressiveDFOConfig",
+    "AutoregressiveInfoNCEConfig",
+    "BackboneConfig",
     "CNNConfig",
     "CheckpointError",
     "CheckpointNotFoundError",
     "CoordConv",
     "DFOConfig",
-    "DFOHistory",
     "DerivativeFreeOptimizer",
     "EBMConfig",
     "EBMConvMLP",
@@ -62,20 +91,30 @@ __all__ = [
     "ImplicitPolicy",
     "ImplicitPolicyConfig",
     "InfoNCEConfig",
+    "InferenceOptimizer",
+    "LangevinChainConfig",
+    "LangevinConfig",
+    "LangevinInfoNCEConfig",
+    "LangevinOptimizer",
+    "ModelEnergy",
     "OptimConfig",
+    "OptimizerConfig",
     "Policy",
     "ResidualBlock",
+    "SearchHistory",
     "SoftArgmaxConfig",
     "SpatialSoftArgmax",
     "TrainConfig",
     "Trainer",
     "action_bounds_from_dataset",
+    "build_optimizer",
     "config_from_dict",
     "config_to_dict",
     "info_nce_loss",
     "load_checkpoint",
     "load_policy",
     "make_candidates",
+    "optimizer_config",
     "read_metrics",
     "save_checkpoint",
     "train",

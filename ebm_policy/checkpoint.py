@@ -18,6 +18,7 @@ A checkpoint is a ``torch.save``d dict of plain types and tensors::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -28,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ebm_policy.config import config_from_dict, config_to_dict
+from ebm_policy.config import ImplicitPolicyConfig, config_from_dict, config_to_dict
 from ebm_policy.fileio import atomic_path, strict_json
 from ebm_policy.policies import POLICY_CLASSES, ExplicitPolicy, ImplicitPolicy, Policy
 
@@ -39,6 +40,9 @@ _REQUIRED = ("kind", "config", "action_bounds", "state_dict", "step", "metadata"
 # checkpoints (a missing key means the option did not exist yet, not "use today's default").
 _LEGACY_CNN = {"padding_mode": "zeros", "center_input": False, "conv_bias": True}
 _LEGACY_DFO = {"resampling": "multinomial"}
+# Sections renamed when the optimizer seam came: {"dfo": {...}} -> {"optimizer": {"kind": "dfo"}}.
+_RENAMED = {"dfo": "optimizer", "infonce": "loss"}
+_KINDS = {"optimizer": "dfo", "loss": "infonce"}
 
 
 class CheckpointError(ValueError):
@@ -154,23 +158,63 @@ def _unreadable(path: Path, error: Exception) -> str:
 
 
 def upgrade_config(config: Any) -> Any:
-    """Fill options newer than a checkpoint with the values that reproduce its behaviour."""
+    """Rewrite a checkpoint's config in today's layout, filling options newer than it with the
+    values that reproduce its behaviour.
+
+    Checkpoints from before the optimizer seam hold ``dfo`` and ``infonce`` sections (now the
+    tagged ``optimizer`` and ``loss``), the CNN and soft-argmax directly in ``model`` (now in
+    ``model.backbone``) and the inference chunk size in ``dfo``.
+    """
     if not isinstance(config, dict):
         return config
+    config = dict(config)
+    for old, new in _RENAMED.items():
+        if old in config and new not in config:
+            section = config.pop(old)
+            if isinstance(section, dict):
+                section = {"kind": _KINDS[new], **section}
+            config[new] = section
+    optimizer = config.get("optimizer")
+    if isinstance(optimizer, dict) and "max_chunk_elements" in optimizer:
+        optimizer = dict(optimizer)
+        config.setdefault("max_chunk_elements", optimizer.pop("max_chunk_elements"))
+        config["optimizer"] = optimizer
     model = config.get("model")
-    cnn = model.get("cnn") if isinstance(model, dict) else None
-    for section, legacy in ((cnn, _LEGACY_CNN), (config.get("dfo"), _LEGACY_DFO)):
+    if isinstance(model, dict) and "backbone" not in model and ("cnn" in model or "softargmax" in model):
+        model = dict(model)
+        model["backbone"] = {k: model.pop(k) for k in ("cnn", "softargmax") if k in model}
+        config["model"] = model
+    backbone = model.get("backbone") if isinstance(model, dict) else None
+    cnn = backbone.get("cnn") if isinstance(backbone, dict) else None
+    legacy_dfo = optimizer if isinstance(optimizer, dict) and optimizer.get("kind") == "dfo" else None
+    for section, legacy in ((cnn, _LEGACY_CNN), (legacy_dfo, _LEGACY_DFO)):
         if isinstance(section, dict):
             for key, value in legacy.items():
                 section.setdefault(key, value)
     return config
 
 
-def policy_from_checkpoint(ckpt: Mapping[str, Any], *, source: str = "checkpoint") -> Policy:
-    """Rebuild the policy described by a validated payload (weights loaded, in eval mode)."""
+def policy_from_checkpoint(
+    ckpt: Mapping[str, Any], *, source: str = "checkpoint", optimizer: Any = None
+) -> Policy:
+    """Rebuild the policy described by a validated payload (weights loaded, in eval mode).
+
+    ``optimizer`` (an inference optimizer config) replaces the checkpoint's for an implicit
+    policy; ``CheckpointError`` if the model cannot use it.
+    """
     cls = POLICY_CLASSES[ckpt["kind"]]
     try:
         config = config_from_dict(cls.config_class, ckpt["config"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{source}: cannot rebuild the {ckpt['kind']} policy: {e}") from e
+    if optimizer is not None:
+        if not isinstance(config, ImplicitPolicyConfig):
+            raise CheckpointError(f"{source}: holds an {ckpt['kind']} policy, which has no inference optimizer")
+        try:
+            config = dataclasses.replace(config, optimizer=optimizer)
+        except ValueError as e:
+            raise CheckpointError(f"{source}: {e}") from None
+    try:
         bounds = ckpt["action_bounds"]
         policy = cls(config, bounds["low"], bounds["high"])
         policy.load_state_dict(ckpt["state_dict"])
@@ -186,10 +230,12 @@ def load_policy(
     *,
     kind: str | None = None,
     map_location: str | torch.device = "cpu",
+    optimizer: Any = None,
 ) -> Policy:
     """Rebuild a policy from a checkpoint file alone. ``kind`` ("implicit"/"explicit"), when
-    given, must match the checkpoint's kind, else ``CheckpointError``."""
+    given, must match the checkpoint's kind, else ``CheckpointError``; ``optimizer`` (a config,
+    e.g. ``LangevinConfig(num_samples=256)``) replaces an implicit policy's inference optimizer."""
     ckpt = load_checkpoint(path, map_location=map_location)
     if kind is not None and ckpt["kind"] != kind:
         raise CheckpointError(f"{path}: holds an {ckpt['kind']} policy, expected {kind}")
-    return policy_from_checkpoint(ckpt, source=str(path)).to(map_location)
+    return policy_from_checkpoint(ckpt, source=str(path), optimizer=optimizer).to(map_location)

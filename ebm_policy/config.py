@@ -1,16 +1,31 @@
 """Frozen dataclass configs, one per component, and their plain-dict round trip.
 
-Every config is passed explicitly to the component it configures; checkpoints store them as plain
-dicts (``config_to_dict``) and rebuild them with ``config_from_dict``, which rejects unknown keys so
-a checkpoint from an incompatible version fails loudly instead of silently dropping a setting.
+Every config is passed explicitly to the component it configures and holds the one default of
+each of its settings (``param``: default, help text and valid values). Checkpoints store configs
+as plain dicts (``config_to_dict``) and rebuild them with ``config_from_dict``, which rejects
+unknown keys, so a checkpoint from an incompatible version fails loudly instead of silently
+dropping a setting. A field typed as a union of configs with a ``kind`` (the inference optimizer,
+the training loss) stores its kind beside its fields.
+
+The defaults are the settings the env jobs train with (``ibc-gym train``); other experiments name
+their settings as config values (``demos/coord_regression.py``'s preset), not copies of fields.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import types
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from ebm_policy.optimizers import (
+    AutoregressiveDFOConfig,
+    DFOConfig,
+    LangevinChainConfig,
+    LangevinConfig,
+    OptimizerConfig,
+)
+from ebm_policy.params import check_params, one_of, param
 
 C = TypeVar("C")
 
@@ -20,187 +35,260 @@ class CNNConfig:
     """Residual convolutional encoder (``modules.CNN``).
 
     Each stage is ``conv3x3(stride) -> [max-pool] -> ResidualBlock``. ``strides``/``pools`` give
-    one value per stage: ``strides=(1, 1, 1), pools=(1, 1, 1)`` keeps the full resolution like the
-    reference; ``preset("fast")`` (a stride-2 stem) cuts the convolution cost ~5x for 64-96 px
-    images on a CPU.
+    one value per stage: ``(1, 1, 1)`` keeps the full resolution like the reference; the default
+    strides twice, ``preset("fast")`` once (see ``ibc-gym bench dfo`` for their speeds).
 
     ``coord_conv`` appends coordinate channels to the input (the reference's option). It is off by
     default: without it the CNN is translation-equivariant, so the soft-argmax keypoints move with
-    the objects everywhere in the image, which generalized far better from few images in the
-    coordinate-regression experiment (CoordConv lets the network key on absolute position and
+    the objects everywhere in the image (CoordConv lets the network key on absolute position and
     fail in image regions without training data). ``center_input`` subtracts each image's
     per-channel median, so a uniform background becomes 0; with bias-free 3x3 convolutions
     (``conv_bias=False``) it stays 0 through the whole stack, so the zero padding continues the
-    background at every layer and objects near the border look like objects anywhere else. (On a
-    white background, zero padding otherwise draws a dark frame around the image. In the
-    coordinate-regression experiment, N=10, seed 0, centering and then bias-free convolutions took
-    the implicit test error from 0.56 to 0.23 to 0.13 px mean and the max from 10.2 to 3.2 to 1.4
-    px, errors that sat on blocks near the border; ``ibc-gym coord-regression --train-sizes 10
-    --models implicit`` with ``--no-center-input --conv-bias``, ``--conv-bias``, and neither.)
+    background at every layer and objects near the border look like objects anywhere else (on a
+    white background, zero padding otherwise draws a dark frame around the image). The README's
+    coordinate-regression section gives the measured effect of each.
     """
 
-    in_channels: int = 3
-    channels: tuple[int, ...] = (16, 32, 32)
-    strides: tuple[int, ...] = (1, 1, 1)
-    pools: tuple[int, ...] = (1, 1, 1)
-    coord_conv: bool = False
-    padding_mode: Literal["zeros", "replicate", "reflect"] = "zeros"
-    center_input: bool = True  # subtract each image's per-channel median (its background)
-    conv_bias: bool = False  # biases of the 3x3 convolutions (off: see above)
-    out_channels: int = 16  # of the 1x1 conv after the stack; soft-argmax gives 2x as many features
+    in_channels: int = param(3, "image channels", min=1)
+    channels: tuple[int, ...] = param((16, 32, 32), "channels per stage", min=1)
+    strides: tuple[int, ...] = param((2, 2, 1), "stride per stage (2 halves the resolution)", min=1)
+    pools: tuple[int, ...] = param((1, 1, 1), "max-pool size per stage (1: none)", min=1)
+    coord_conv: bool = param(False, "append x/y coordinate channels to the image (CoordConv)")
+    padding_mode: Literal["zeros", "replicate", "reflect"] = param(
+        "zeros", "padding of the 3x3 convolutions", check=one_of("zeros", "replicate", "reflect")
+    )
+    center_input: bool = param(True, "subtract each image's per-channel median (its background)")
+    conv_bias: bool = param(False, "biases of the 3x3 convolutions")
+    out_channels: int = param(16, "keypoints: channels of the 1x1 conv (soft-argmax gives 2x as many features)", min=1)
 
     @classmethod
     def preset(cls, name: Literal["full", "fast", "faster"], **overrides: Any) -> CNNConfig:
-        """Named speed settings (channels 16, 32, 32): ``full`` keeps the input resolution (the
-        reference), ``fast`` has a stride-2 stem (48x48 maps for 96 px images), ``faster``
-        strides 2 twice (24x24). See ``ibc-gym bench dfo`` for their training samples/s."""
+        """Named speed settings: ``full`` keeps the input resolution (the reference), ``fast``
+        has a stride-2 stem (48x48 maps for 96 px images), ``faster`` (the default) strides 2
+        twice (24x24)."""
         strides = {"full": (1, 1, 1), "fast": (2, 1, 1), "faster": (2, 2, 1)}
         if name not in strides:
             raise ValueError(f"unknown CNN preset {name!r}; choose from {sorted(strides)}")
         return cls(**{"strides": strides[name], **overrides})
 
     def __post_init__(self) -> None:
+        check_params(self)
         n = len(self.channels)
         if n == 0 or len(self.strides) != n or len(self.pools) != n:
             raise ValueError(
                 f"CNNConfig: channels, strides and pools need one entry per stage, got "
                 f"{self.channels}, {self.strides}, {self.pools}"
             )
-        if min(self.strides) < 1 or min(self.pools) < 1:
-            raise ValueError("CNNConfig: strides and pools must be >= 1")
 
 
 @dataclass(frozen=True)
 class SoftArgmaxConfig:
-    """Spatial soft-argmax (``modules.SpatialSoftArgmax``).
+    """Spatial soft-argmax (``modules.SpatialSoftArgmax``): softmax over ``features /
+    temperature``. The reference uses 1.0; 0.1 makes the keypoints sharp from the start."""
 
-    The softmax runs over ``features / temperature``. The reference uses 1.0; 0.1 makes the
-    keypoints sharp from the start. With the other coordinate-regression defaults the two gave the
-    same test error at N=10 (0.13 px at 0.1, 0.11 px at 1.0, one seed, ``ibc-gym
-    coord-regression --train-sizes 10 --models implicit [--temperature 1.0]``).
-    """
+    temperature: float = param(0.1, "softmax temperature (lower: sharper keypoints)", above=0)
+    learnable_temperature: bool = param(False, "learn the temperature")
 
-    temperature: float = 0.1
-    learnable_temperature: bool = False
+    def __post_init__(self) -> None:
+        check_params(self)
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """The image encoder both policies share: CNN -> spatial soft-argmax keypoints."""
+
+    cnn: CNNConfig = param(factory=CNNConfig, help="convolutional encoder")
+    softargmax: SoftArgmaxConfig = param(factory=SoftArgmaxConfig, help="spatial soft-argmax")
 
 
 @dataclass(frozen=True)
 class EBMConfig:
     """Energy model ``E(image, action) -> scalar`` (``models.EBMConvMLP``); lower is better."""
 
-    action_dim: int = 2
-    cnn: CNNConfig = field(default_factory=CNNConfig)
-    softargmax: SoftArgmaxConfig = field(default_factory=SoftArgmaxConfig)
-    hidden_dims: tuple[int, ...] = (256,)  # reference: one hidden layer of 256, ReLU
+    action_dim: int = param(2, "action dimensions", min=1, cli=False)
+    backbone: BackboneConfig = param(factory=BackboneConfig, flatten=True, help="image encoder")
+    hidden_dims: tuple[int, ...] = param((256,), "energy MLP hidden widths (reference: one of 256)", min=1)
+
+    def __post_init__(self) -> None:
+        check_params(self)
+        if not self.hidden_dims:
+            raise ValueError("EBMConfig: the energy MLP needs at least one hidden layer")
 
 
 @dataclass(frozen=True)
 class ExplicitConfig:
     """MSE regression baseline (``models.ExplicitConvMLP``), same backbone as the EBM."""
 
-    action_dim: int = 2
-    cnn: CNNConfig = field(default_factory=CNNConfig)
-    softargmax: SoftArgmaxConfig = field(default_factory=SoftArgmaxConfig)
-    hidden_dims: tuple[int, ...] = (256,)
-    dropout: float = 0.1
+    action_dim: int = param(2, "action dimensions", min=1, cli=False)
+    backbone: BackboneConfig = param(factory=BackboneConfig, flatten=True, help="image encoder")
+    hidden_dims: tuple[int, ...] = param((256,), "MLP hidden widths", min=1)
+    dropout: float = param(0.0, "dropout after each hidden layer (the reference uses 0.1)", min=0, max=0.95)
+
+    def __post_init__(self) -> None:
+        check_params(self)
 
 
 @dataclass(frozen=True)
 class InfoNCEConfig:
-    """InfoNCE over uniform counter-examples (``losses.info_nce_loss``)."""
+    """InfoNCE over uniform counter-examples (``losses.info_nce_loss``); pairs with DFO."""
 
-    num_counter_examples: int = 128  # reference: 64 by default, 128 in its implicit run script
+    kind: ClassVar[str] = "infonce"
+
+    num_counter_examples: int = param(128, "uniform counter-examples per example (reference: 64 or 128)", min=1)
+
+    def __post_init__(self) -> None:
+        check_params(self)
 
 
 @dataclass(frozen=True)
-class DFOConfig:
-    """Derivative-free optimizer (``dfo.DerivativeFreeOptimizer``).
+class LangevinInfoNCEConfig:
+    """InfoNCE over counter-examples refined by a Langevin chain, plus the gradient penalty
+    ``weight * mean(max(0, ||dE/da||_inf - margin)^2)`` on the expert action and the
+    counter-examples (google-research/ibc's Langevin training); pairs with Langevin inference."""
 
-    ``noise_scale`` is the initial noise std relative to the half-width of the bounds, so 0.33 on
-    [-1, 1] bounds is the reference's 0.33. The reference uses 16,384 samples and 3 iterations;
-    on a trained coordinate-regression model (500 test images, multinomial resampling) 2,048
-    samples and 5 iterations gave nearly the same test error (0.127 px mean vs 0.118; 2,048 x 3:
-    0.204; 1,024 x 5: 0.150) for ~1/5 of the energy evaluations.
+    kind: ClassVar[str] = "langevin"
 
-    ``resampling`` picks how M indices are drawn with probabilities ``p = softmax(-E)``:
-    ``"multinomial"`` draws them independently (the reference; ``torch.multinomial``);
-    ``"stratified"`` draws one uniform in each of the M equal strata of [0, 1) and inverts the
-    cumulative ``p``. Both give every sample ``M * p_i`` copies in expectation; stratified has
-    lower variance (a standard particle-filter scheme) and is ~3x cheaper at 16,384 samples,
-    where the draw costs about as much as an energy evaluation.
-    """
-
-    num_samples: int = 2048
-    iterations: int = 5
-    noise_scale: float = 0.33
-    noise_shrink: float = 0.5
-    resampling: Literal["stratified", "multinomial"] = "stratified"
-    # Hidden activations (rows x hidden floats) evaluated at once; None: 2^20 on a CPU (4 MB,
-    # near cache-sized), 2^26 on a GPU (256 MB: few large kernels beat many small ones there).
-    max_chunk_elements: int | None = None
-
-    def chunk_elements(self, device_type: str) -> int:
-        """``max_chunk_elements``, or its default for a device type (``"cpu"``, ``"cuda"``, ...)."""
-        if self.max_chunk_elements is not None:
-            return self.max_chunk_elements
-        return 1 << 20 if device_type == "cpu" else 1 << 26
+    num_counter_examples: int = param(8, "chain outputs used as counter-examples (reference: 8)", min=1)
+    chain: LangevinChainConfig = param(factory=LangevinChainConfig, flatten=True, help="the chain's dynamics")
+    penalty_weight: float = param(1.0, "weight of the gradient penalty (0: off)", min=0)
+    penalty_margin: float = param(1.0, "gradient inf-norm allowed without penalty", min=0)
 
     def __post_init__(self) -> None:
-        chunk = self.max_chunk_elements
-        if self.num_samples < 1 or self.iterations < 0 or (chunk is not None and chunk < 1):
-            raise ValueError(f"DFOConfig: invalid values {self}")
-        if self.resampling not in ("stratified", "multinomial"):
-            raise ValueError(
-                f"DFOConfig: unknown resampling {self.resampling!r}; choose stratified or multinomial"
-            )
+        check_params(self)
+
+
+@dataclass(frozen=True)
+class AutoregressiveInfoNCEConfig:
+    """One InfoNCE term per action prefix ``a_1..a_j`` (``losses.prefix_info_nce_loss``); the
+    model gets prefix energies; pairs with autoregressive DFO."""
+
+    kind: ClassVar[str] = "autoregressive"
+
+    num_counter_examples: int = param(128, "uniform counter-examples per example, shared by the prefixes", min=1)
+
+    def __post_init__(self) -> None:
+        check_params(self)
+
+
+LossConfig = InfoNCEConfig | LangevinInfoNCEConfig | AutoregressiveInfoNCEConfig
+"""Any implicit training objective's config; its ``kind`` names it."""
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """Optimizer and learning-rate schedule (``optim.build_optimizer``/``build_scheduler``).
+    """Gradient optimizer and learning-rate schedule (``optim.build_optimizer``/``build_scheduler``).
 
     ``scheduler="step"`` multiplies the lr by ``gamma`` every ``step_size`` steps (reference:
     100, 0.99); ``"cosine"`` decays it to ``min_lr_ratio * lr`` over the run.
     """
 
-    name: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    betas: tuple[float, ...] = (0.9, 0.999)
-    scheduler: Literal["step", "cosine", "constant"] = "step"
-    step_size: int = 100
-    gamma: float = 0.99
-    min_lr_ratio: float = 0.0
-    warmup_steps: int = 0
-    grad_clip_norm: float | None = None
+    name: Literal["adam", "adamw", "sgd"] = param("adam", "optimizer", check=one_of("adam", "adamw", "sgd"))
+    lr: float = param(1e-3, "learning rate", above=0)
+    weight_decay: float = param(0.0, "weight decay", min=0)
+    betas: tuple[float, ...] = param((0.9, 0.999), "Adam betas", min=0, max=1)
+    scheduler: Literal["step", "cosine", "constant"] = param(
+        "cosine", "learning-rate schedule", check=one_of("step", "cosine", "constant")
+    )
+    step_size: int = param(100, "steps between lr decays (step schedule)", min=1)
+    gamma: float = param(0.99, "lr factor per decay (step schedule)", above=0, max=1)
+    min_lr_ratio: float = param(0.0, "final lr / lr (cosine schedule)", min=0, max=1)
+    warmup_steps: int = param(0, "linear warm-up steps", min=0)
+    grad_clip_norm: float | None = param(None, "clip the gradient norm to this (None: no clipping)", above=0)
+
+    def __post_init__(self) -> None:
+        check_params(self)
+
+
+_LOSS_FOR_OPTIMIZER = {"autoregressive_dfo": AutoregressiveInfoNCEConfig}
 
 
 @dataclass(frozen=True)
 class ImplicitPolicyConfig:
-    """Everything an ``ImplicitPolicy`` needs besides its action bounds."""
+    """Everything an ``ImplicitPolicy`` needs besides its action bounds.
 
-    model: EBMConfig = field(default_factory=EBMConfig)
-    infonce: InfoNCEConfig = field(default_factory=InfoNCEConfig)
-    dfo: DFOConfig = field(default_factory=DFOConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    bounds_padding: float = 0.05  # fraction of the action range added on each side
+    ``loss`` picks how the energy is trained, ``optimizer`` how actions are inferred; the paper's
+    pairs are InfoNCE + DFO (the default), Langevin + Langevin and autoregressive +
+    autoregressive DFO (``ImplicitPolicyConfig.for_method``). DFO and Langevin inference work on
+    any trained model; autoregressive DFO needs the autoregressive loss's prefix energies.
+    """
+
+    model: EBMConfig = param(factory=EBMConfig, help="energy model")
+    loss: LossConfig = param(factory=InfoNCEConfig, help="training objective")
+    optimizer: OptimizerConfig = param(factory=DFOConfig, help="inference optimizer")
+    optim: OptimConfig = param(factory=OptimConfig, help="gradient optimizer and lr schedule")
+    bounds_padding: float = param(0.05, "fraction of the action range added on each side", min=0)
+    max_chunk_elements: int | None = param(
+        None, "hidden activations scored at once at inference (None: 2^20 on a CPU, 2^26 on a GPU)", min=1
+    )
+
+    def __post_init__(self) -> None:
+        check_params(self)
+        check_optimizer_fits(self.optimizer, self.loss)
+
+    @property
+    def prefix_energies(self) -> bool:
+        """Whether the model scores action prefixes (trained by the autoregressive loss)."""
+        return isinstance(self.loss, AutoregressiveInfoNCEConfig)
+
+    def chunk_elements(self, device_type: str) -> int:
+        """``max_chunk_elements``, or its default for a device type (``"cpu"``, ``"cuda"``, ...):
+        4 MB of activations (near cache-sized) on a CPU, 256 MB on a GPU."""
+        if self.max_chunk_elements is not None:
+            return self.max_chunk_elements
+        return 1 << 20 if device_type == "cpu" else 1 << 26
+
+    @classmethod
+    def for_method(cls, method: Literal["dfo", "langevin", "autoregressive_dfo"], **overrides: Any) -> ImplicitPolicyConfig:
+        """The paper's training objective and inference optimizer for ``method``."""
+        pairs: dict[str, tuple[Any, Any]] = {
+            "dfo": (InfoNCEConfig(), DFOConfig()),
+            "langevin": (LangevinInfoNCEConfig(), LangevinConfig()),
+            "autoregressive_dfo": (AutoregressiveInfoNCEConfig(), AutoregressiveDFOConfig()),
+        }
+        if method not in pairs:
+            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(pairs)}")
+        loss, optimizer = pairs[method]
+        return cls(**{"loss": loss, "optimizer": optimizer, **overrides})
+
+
+def check_optimizer_fits(optimizer: Any, loss: Any) -> None:
+    """``ValueError`` when ``optimizer`` needs a model that ``loss`` does not train."""
+    needed = _LOSS_FOR_OPTIMIZER.get(getattr(optimizer, "kind", ""))
+    if needed is not None and not isinstance(loss, needed):
+        raise ValueError(
+            f"optimizer {optimizer.kind!r} needs a model trained with loss {needed.kind!r} "
+            f"(prefix energies), this one is trained with loss {loss.kind!r}; choose optimizer "
+            f"dfo or langevin"
+        )
 
 
 @dataclass(frozen=True)
 class ExplicitPolicyConfig:
     """Everything an ``ExplicitPolicy`` needs besides its action bounds."""
 
-    model: ExplicitConfig = field(default_factory=ExplicitConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(weight_decay=1e-4))
-    bounds_padding: float = 0.05
+    model: ExplicitConfig = param(factory=ExplicitConfig, help="regression model")
+    optim: OptimConfig = param(factory=lambda: OptimConfig(weight_decay=1e-4), help="gradient optimizer and lr schedule")
+    bounds_padding: float = param(0.05, "fraction of the action range added on each side", min=0)
+
+    def __post_init__(self) -> None:
+        check_params(self)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """A (nested) config dataclass as plain dicts, lists and scalars."""
-    return _plain(dataclasses.asdict(cfg))
+    """A (nested) config dataclass as plain dicts, lists and scalars; a config with a ``kind``
+    stores it as the first key."""
+    out: dict[str, Any] = {}
+    kind = getattr(type(cfg), "kind", None)
+    if isinstance(kind, str):
+        out["kind"] = kind
+    for f in dataclasses.fields(cfg):
+        out[f.name] = _plain(getattr(cfg, f.name))
+    return out
 
 
 def _plain(v: Any) -> Any:
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return config_to_dict(v)
     if isinstance(v, dict):
         return {k: _plain(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -212,24 +300,44 @@ def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
     """Rebuild config ``cls`` from ``config_to_dict`` output; unknown keys raise ``ValueError``."""
     if not isinstance(data, dict):
         raise ValueError(f"{cls.__name__}: expected a dict, got {type(data).__name__}")
+    data = dict(data)
+    kind = getattr(cls, "kind", None)
+    if isinstance(kind, str) and data.pop("kind", kind) != kind:
+        raise ValueError(f"{cls.__name__}: holds kind {kind!r}, not the one given")
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(data) - names
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
-    kwargs = {k: _coerce(hints[k], v) for k, v in data.items()}
+    kwargs = {k: _coerce(hints[k], v, k) for k, v in data.items()}
     return cls(**kwargs)
 
 
-def _coerce(tp: Any, v: Any) -> Any:
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
+def tagged_members(tp: Any) -> dict[str, type]:
+    """The members of a union of configs with a ``kind``, by kind (empty for other types)."""
+    if get_origin(tp) not in (Union, types.UnionType):
+        return {}
+    members = [a for a in get_args(tp) if a is not type(None)]
+    kinds = {getattr(a, "kind", None): a for a in members}
+    if len(members) < 2 or not all(isinstance(k, str) for k in kinds) or len(kinds) != len(members):
+        return {}
+    return kinds  # type: ignore[return-value]
+
+
+def _coerce(tp: Any, v: Any, name: str) -> Any:
+    members = tagged_members(tp)
+    if members and isinstance(v, dict):
+        kind = v.get("kind")
+        if kind not in members:
+            raise ValueError(f"{name}: unknown kind {kind!r}; choose one of {', '.join(members)}")
+        return config_from_dict(members[kind], v)
+    if get_origin(tp) in (Union, types.UnionType):
         if v is None:
             return None
         args = [a for a in get_args(tp) if a is not type(None)]
-        return _coerce(args[0], v) if len(args) == 1 else v
+        return _coerce(args[0], v, name) if len(args) == 1 else v
     if dataclasses.is_dataclass(tp):
         return config_from_dict(tp, v)  # type: ignore[arg-type]
-    if origin is tuple and isinstance(v, (list, tuple)):
+    if get_origin(tp) is tuple and isinstance(v, (list, tuple)):
         return tuple(v)
     return v

@@ -1,8 +1,8 @@
-"""InfoNCE over uniformly drawn counter-examples (lower energy = better).
+"""InfoNCE over counter-examples (lower energy = better) and the gradient penalty.
 
-For each example the candidates are the expert action plus ``N`` counter-examples drawn uniformly
-within the bounds; the positive sits at a random index ``k`` and the loss is
-``cross_entropy(-energies, k) = -log softmax(-E)[k]``.
+For each example the candidates are the expert action plus ``N`` counter-examples (drawn uniformly
+within the bounds, or refined by a Langevin chain); the positive sits at a random index ``k`` and
+the loss is ``cross_entropy(-energies, k) = -log softmax(-E)[k]``.
 """
 
 from __future__ import annotations
@@ -34,9 +34,18 @@ def make_candidates(
     """
     b, a = positives.shape
     negatives = sample_uniform((b, num_counter_examples, a), low, high, generator)
+    return mix_in_positives(positives, negatives, generator)
+
+
+def mix_in_positives(
+    positives: Tensor, negatives: Tensor, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """``positives (B, A), negatives (B, N, A) -> candidates (B, N + 1, A), labels (B,)``, each
+    positive at a uniformly drawn index ``labels[i]``."""
+    b, num_counter_examples, a = negatives.shape
     candidates = torch.cat((positives.unsqueeze(1), negatives), dim=1)  # positive at index 0
     order = torch.rand(
-        (b, num_counter_examples + 1), generator=generator, device=low.device
+        (b, num_counter_examples + 1), generator=generator, device=positives.device
     ).argsort(dim=1)
     candidates = candidates.gather(1, order.unsqueeze(-1).expand(-1, -1, a))
     labels = (order == 0).to(torch.int64).argmax(dim=1)
@@ -53,3 +62,10 @@ def split_energies(energies: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     b, n1 = energies.shape
     mask = F.one_hot(labels, n1).bool()
     return energies[mask], energies[~mask].reshape(b, n1 - 1)
+
+
+def gradient_penalty(grads: Tensor, margin: float) -> Tensor:
+    """``dE/da (B, N, A) -> mean(max(0, ||dE/da||_inf - margin)^2)``, a scalar: zero while every
+    gradient's largest component stays within ``margin``."""
+    excess = torch.relu(grads.abs().amax(dim=-1) - margin)
+    return excess.square().mean()

@@ -41,6 +41,7 @@ class EnergyHead(nn.Module):
         hidden = torch.baddbmm(proj.unsqueeze(1), actions, w_a.t().expand(b, -1, -1))  # (B, N, H)
         return self.rest(torch.relu_(hidden)).squeeze(-1)
 
+    @torch.no_grad()
     def forward_chunked(self, features: Tensor, actions: Tensor, max_rows: int) -> Tensor:
         """Inference-only ``forward``: ``(B, D), (B, M, A) -> (B, M)`` without autograd, scoring at
         most ``max_rows`` actions at a time so memory stays bounded (and, on a CPU, cache-resident)
@@ -74,6 +75,31 @@ class EnergyHead(nn.Module):
                     out[i, j : j + max_rows] = self.rest(hidden).squeeze(-1)
         return out.add_(last.bias) if linear_out else out
 
+    @torch.no_grad()
+    def forward_with_action_grad(self, features: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, D), (B, N, A) -> energies (B, N), dE/d(actions) (B, N, A)`` without autograd.
+
+        With one hidden layer (the default head) the gradient is written out,
+        ``W_a^T (w_out * 1[h > 0])``: two matmuls, far cheaper than an autograd pass for the
+        small matrices of a Langevin chain. Deeper heads use autograd.
+        """
+        last = self.rest[-1]
+        if not (len(self.rest) == 1 and isinstance(last, nn.Linear)):
+            with torch.enable_grad():
+                a = actions.detach().requires_grad_(True)
+                e = self(features.detach(), a)
+                (g,) = torch.autograd.grad(e.sum(), a)
+            return e.detach(), g
+        d = self.feature_dim
+        w_a = self.first.weight[:, d:]  # (H, A)
+        proj = torch.addmm(self.first.bias, features, self.first.weight[:, :d].t())  # (B, H)
+        hidden = torch.baddbmm(proj.unsqueeze(1), actions, w_a.t().expand(actions.shape[0], -1, -1))
+        active = hidden > 0
+        w_out = last.weight[0]  # (H,)
+        energies = torch.relu_(hidden) @ w_out + last.bias  # (B, N)
+        grad = (active * w_out) @ w_a  # (B, N, A)
+        return energies, grad
+
     def forward_concat(self, features: Tensor, actions: Tensor) -> Tensor:
         """``(B, D), (B, N, A) -> (B, N)`` the reference way: concatenate, then the MLP."""
         n = actions.shape[1]
@@ -86,27 +112,65 @@ class EBMConvMLP(nn.Module):
 
     ``forward(images (B, C, H, W), actions (B, N, A)) -> energies (B, N)``, lower = better.
     Inference encodes each image once with ``encode`` and scores many actions with ``energy``.
+
+    With ``prefix_energies`` the model also scores action prefixes, ``E_j(o, a_1..a_j)``: the
+    head's action input is ``[a * m_j, m_j]`` with ``m_j`` the mask of the first ``j``
+    dimensions (the full energy is ``j = A``). One network serves every prefix: the encoder and
+    the whole MLP are shared and the mask tells the head which prefix it scores, so the model
+    has ``A * H`` more weights than a plain one instead of ``A`` separate heads (``A`` times the
+    parameters and ``A`` times the weight updates to learn the same encoder-to-action mapping).
     """
 
-    def __init__(self, cfg: EBMConfig) -> None:
+    def __init__(self, cfg: EBMConfig, *, prefix_energies: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
-        self.cnn = CNN(cfg.cnn)
-        self.softargmax = SpatialSoftArgmax(cfg.softargmax)
-        self.feature_dim = 2 * cfg.cnn.out_channels
-        self.head = EnergyHead(self.feature_dim, cfg.action_dim, cfg.hidden_dims)
+        self.prefix_energies = prefix_energies
+        self.cnn = CNN(cfg.backbone.cnn)
+        self.softargmax = SpatialSoftArgmax(cfg.backbone.softargmax)
+        self.feature_dim = 2 * cfg.backbone.cnn.out_channels
+        action_in = 2 * cfg.action_dim if prefix_energies else cfg.action_dim
+        self.head = EnergyHead(self.feature_dim, action_in, cfg.hidden_dims)
+
+    @property
+    def hidden_width(self) -> int:
+        """Width of the head's first hidden layer (what one scored action costs in memory)."""
+        return self.cfg.hidden_dims[0]
 
     def encode(self, images: Tensor) -> Tensor:
         """``images (B, C, H, W) float -> features (B, D)``, D = 2 * cnn.out_channels."""
         return self.softargmax(self.cnn(images))
 
+    def head_input(self, actions: Tensor) -> Tensor:
+        """``prefixes (B, N, j) -> head input (B, N, A or 2A)``: the prefix zero-padded to ``A``
+        and its mask, for a prefix model (``j = A`` gives the full energy's input); the
+        actions themselves for a plain one."""
+        if not self.prefix_energies:
+            if actions.shape[-1] != self.cfg.action_dim:
+                raise ValueError(
+                    f"this energy model scores whole actions of {self.cfg.action_dim} dims, got "
+                    f"{actions.shape[-1]} (prefix energies need a model trained with them)"
+                )
+            return actions
+        a, j = self.cfg.action_dim, actions.shape[-1]
+        if not 1 <= j <= a:
+            raise ValueError(f"prefix of {j} dims for a {a}-dim action")
+        pad = actions.new_zeros(*actions.shape[:-1], 2 * a - j)  # a - j zeros, then the mask
+        pad[..., a - j : a] = 1.0  # the mask's first j entries
+        return torch.cat((actions, pad), dim=-1)
+
     def energy(self, features: Tensor, actions: Tensor) -> Tensor:
-        """``features (B, D), actions (B, N, A) -> energies (B, N)``."""
-        return self.head(features, actions)
+        """``features (B, D), actions (B, N, j) -> energies (B, N)`` (``j < A``: prefixes)."""
+        return self.head(features, self.head_input(actions))
 
     def energy_chunked(self, features: Tensor, actions: Tensor, max_rows: int) -> Tensor:
-        """Inference-only ``energy`` in bounded memory: ``(B, D), (B, M, A) -> (B, M)``."""
-        return self.head.forward_chunked(features, actions, max_rows)
+        """Inference-only ``energy`` in bounded memory: ``(B, D), (B, M, j) -> (B, M)``."""
+        return self.head.forward_chunked(features, self.head_input(actions), max_rows)
+
+    def energy_and_grad(self, features: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        """``features (B, D), actions (B, N, j) -> energies (B, N), dE/da (B, N, j)``, no
+        autograd graph (for Langevin chains; the model's weights get no gradient)."""
+        energies, grad = self.head.forward_with_action_grad(features, self.head_input(actions))
+        return energies, grad[..., : actions.shape[-1]]
 
     def forward(self, images: Tensor, actions: Tensor) -> Tensor:
         """``images (B, C, H, W), actions (B, N, A) -> energies (B, N)``."""
@@ -117,7 +181,7 @@ class EBMConvMLP(nn.Module):
 
         ``(B, C, H, W), (B, N, A) -> (B, N)``; kept for benchmarks and equivalence tests.
         """
-        return self.head.forward_concat(self.encode(images), actions)
+        return self.head.forward_concat(self.encode(images), self.head_input(actions))
 
 
 class ExplicitConvMLP(nn.Module):
@@ -129,9 +193,9 @@ class ExplicitConvMLP(nn.Module):
     def __init__(self, cfg: ExplicitConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.cnn = CNN(cfg.cnn)
-        self.softargmax = SpatialSoftArgmax(cfg.softargmax)
-        self.feature_dim = 2 * cfg.cnn.out_channels
+        self.cnn = CNN(cfg.backbone.cnn)
+        self.softargmax = SpatialSoftArgmax(cfg.backbone.softargmax)
+        self.feature_dim = 2 * cfg.backbone.cnn.out_channels
         self.mlp = MLP(self.feature_dim, cfg.hidden_dims, cfg.action_dim, dropout=cfg.dropout)
 
     def encode(self, images: Tensor) -> Tensor:

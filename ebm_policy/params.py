@@ -71,17 +71,26 @@ def param(
     above: float | None = None,
     finite: bool = True,
     check: Check | None = None,
+    flatten: bool = False,
+    cli: bool = True,
+    hide: tuple[str, ...] = (),
+    presets: dict[str, Callable[[], Any]] | None = None,
     **kwargs: Any,
 ) -> Any:
     """A dataclass field with a help string and the rule its values follow (see the module).
 
     ``factory`` gives a default built per instance (nested configs); ``positional=True`` makes it
-    an optional positional command-line argument that ``--name`` can also set.
+    an optional positional command-line argument that ``--name`` can also set. For a nested
+    config on the command line: ``flatten=True`` names its options without the field's prefix
+    (``--steps``, not ``--train.steps``); ``presets`` (name -> factory) lets ``--field NAME``
+    pick the instance its options then change; ``cli=False`` keeps a field off the command line
+    (a value the command sets itself, e.g. the action dimension of the dataset); ``hide`` names
+    dotted paths inside a nested config that the command line leaves out (set elsewhere).
     """
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples for sequence defaults")
     rule = Rule(min=min, max=max, above=above, finite=finite, check=check)
-    metadata = {"help": help, "positional": positional, "rule": rule}
+    metadata = {"help": help, "positional": positional, "rule": rule, "flatten": flatten, "presets": presets, "cli": cli, "hide": hide}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata, **kwargs)
     return dataclasses.field(default=default, metadata=metadata, **kwargs)

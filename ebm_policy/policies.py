@@ -8,7 +8,6 @@ padded [-1, 1] box themselves, and ``select_action`` answers in original units.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
@@ -18,11 +17,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ebm_policy.config import DFOConfig, ExplicitPolicyConfig, ImplicitPolicyConfig
-from ebm_policy.dfo import DerivativeFreeOptimizer, DFOHistory
-from ebm_policy.losses import info_nce_loss, make_candidates, split_energies
+from ebm_policy.config import ExplicitPolicyConfig, ImplicitPolicyConfig, check_optimizer_fits
+from ebm_policy.energy import ModelEnergy
+from ebm_policy.losses import split_energies
 from ebm_policy.models import EBMConvMLP, ExplicitConvMLP
 from ebm_policy.normalize import ActionBounds, ArrayLike
+from ebm_policy.objectives import energy_metrics, implicit_loss
+from ebm_policy.optimizers import (
+    InferenceOptimizer,
+    OptimizerConfig,
+    SearchHistory,
+    build_optimizer,
+)
 
 Batch = Mapping[str, Any]
 
@@ -74,7 +80,7 @@ class _Policy(nn.Module):
         return self.bounds.low.device
 
     def _images(self, images: Tensor | np.ndarray) -> Tensor:
-        return images_to_tensor(images, self.device, self.config.model.cnn.in_channels)
+        return images_to_tensor(images, self.device, self.config.model.backbone.cnn.in_channels)
 
     def _actions(self, actions: Tensor | np.ndarray) -> Tensor:
         """Original units ``(B, A)`` -> normalized float32 on the policy's device."""
@@ -93,9 +99,12 @@ class _Policy(nn.Module):
 
 
 class ImplicitPolicy(_Policy):
-    """Energy-based policy: ``argmin_a E(image, a)`` by DFO; trained with InfoNCE.
+    """Energy-based policy: ``argmin_a E(image, a)`` by an inference optimizer.
 
-    Energies are LOWER for better actions.
+    Energies are LOWER for better actions. ``config.loss`` says how the energy is trained,
+    ``config.optimizer`` how ``select_action`` searches it; another optimizer can be passed per
+    call (``select_action(images, optimizer=LangevinConfig())``) or when loading
+    (``load_policy(path, optimizer=...)``). The policy itself is never changed.
     """
 
     kind: ClassVar[str] = "implicit"
@@ -113,55 +122,41 @@ class ImplicitPolicy(_Policy):
         """``seed`` makes the weight initialization reproducible without touching global RNG."""
         super().__init__(config, action_low, action_high)
         with seeded(seed):
-            self.model = EBMConvMLP(config.model)
-        self.dfo = DerivativeFreeOptimizer(config.dfo)
+            self.model = EBMConvMLP(config.model, prefix_energies=config.prefix_energies)
+        self.optimizer = build_optimizer(config.optimizer)
 
-    def set_dfo_config(self, cfg: DFOConfig) -> None:
-        """Change the inference settings (samples, iterations...) of ``select_action``."""
-        self.config = dataclasses.replace(self.config, dfo=cfg)
-        self.dfo = DerivativeFreeOptimizer(cfg)
-
-    def _candidate_energies(
+    def _loss_terms(
         self, batch: Batch, generator: torch.Generator | None
-    ) -> tuple[Tensor, Tensor]:
-        images = self._images(batch["image"])
-        positives = self._actions(batch["action"])
+    ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         low, high = self._unit_box()
-        candidates, labels = make_candidates(
-            positives, self.config.infonce.num_counter_examples, low, high, generator
+        return implicit_loss(
+            self.config.loss, self.model, self._images(batch["image"]), self._actions(batch["action"]),
+            low, high, generator,
         )
-        return self.model(images, candidates), labels  # (B, N + 1), (B,)
 
     def compute_loss(
         self, batch: Batch, generator: torch.Generator | None = None
     ) -> tuple[Tensor, dict[str, float]]:
-        """InfoNCE over ``N`` uniform counter-examples: ``-> (loss, metrics)``.
+        """The configured objective (``objectives``): ``-> (loss, metrics)``.
 
-        ``generator`` draws the counter-examples and the positive's index (global RNG if None).
+        ``generator`` draws the counter-examples, chains and the positive's index (global RNG
+        if None).
         """
-        energies, labels = self._candidate_energies(batch, generator)
-        loss = info_nce_loss(energies, labels)
-        with torch.no_grad():
-            pos, neg = split_energies(energies, labels)
-            metrics = {
-                "train/loss": loss.item(),
-                "train/energy_pos": pos.mean().item(),
-                "train/energy_neg": neg.mean().item(),
-                "train/pos_is_argmin": (energies.argmin(dim=1) == labels).float().mean().item(),
-            }
+        loss, energies, labels, extra = self._loss_terms(batch, generator)
+        metrics = {"train/loss": loss.item(), **energy_metrics(energies, labels)}
+        metrics.update({k: float(v) for k, v in extra.items()})
         return loss, metrics
 
-    @torch.inference_mode()
     def energy_samples(
         self, batch: Batch, generator: torch.Generator | None = None
     ) -> dict[str, np.ndarray]:
         """Energies of the expert actions ``"positive" (B,)`` and of fresh counter-examples
         ``"negative" (B, N)``, as the loss sees them (for energy-separation plots)."""
-        energies, labels = self._candidate_energies(batch, generator)
-        pos, neg = split_energies(energies, labels)
+        _, energies, labels, _ = self._loss_terms(batch, generator)
+        pos, neg = split_energies(energies.detach(), labels)
         return {"positive": pos.cpu().numpy(), "negative": neg.cpu().numpy()}
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def energy(self, images: Tensor | np.ndarray, actions: Tensor | np.ndarray) -> Tensor:
         """Energies of given actions: ``images (B, H, W, C), actions (B, N, A) -> (B, N)``.
 
@@ -169,26 +164,41 @@ class ImplicitPolicy(_Policy):
         """
         return self.model(self._images(images), self._actions(actions))
 
-    @torch.inference_mode()
+    def action_energy(self, images: Tensor | np.ndarray) -> ModelEnergy:
+        """The energy over normalized actions of ``images (B, H, W, C)``, encoded once, as
+        inference optimizers see it (``optimizers.ActionEnergy``)."""
+        x = self._images(images)
+        return ModelEnergy.of_images(self.model, x, self.config.chunk_elements(x.device.type))
+
+    def resolve_optimizer(self, optimizer: OptimizerConfig | None = None) -> InferenceOptimizer:
+        """The policy's optimizer, or the one ``optimizer`` describes if this model can use it."""
+        if optimizer is None:
+            return self.optimizer
+        check_optimizer_fits(optimizer, self.config.loss)
+        return build_optimizer(optimizer)
+
+    @torch.no_grad()
     def select_action(
         self,
         images: Tensor | np.ndarray,
         generator: torch.Generator | None = None,
         *,
+        optimizer: OptimizerConfig | None = None,
         return_history: bool = False,
-    ) -> Tensor | tuple[Tensor, DFOHistory]:
-        """``images (B, H, W, C) uint8 -> actions (B, A)`` in original units, by DFO.
+    ) -> Tensor | tuple[Tensor, SearchHistory]:
+        """``images (B, H, W, C) uint8 -> actions (B, A)`` in original units.
 
-        ``return_history`` also returns every DFO population (samples in original units).
+        ``optimizer`` (a config) replaces the policy's inference optimizer for this call.
+        ``return_history`` also returns the searched populations (samples in original units).
         """
         low, high = self._unit_box()
-        out = self.dfo.infer(
-            self.model, self._images(images), low, high, generator=generator, return_history=return_history
+        out = self.resolve_optimizer(optimizer).infer(
+            self.action_energy(images), low, high, generator=generator, return_history=return_history
         )
         if isinstance(out, tuple):
             best, hist = out
             samples = [self.bounds.unnormalize(s) for s in hist.samples]
-            return self.bounds.unnormalize(best), DFOHistory(samples, hist.energies)
+            return self.bounds.unnormalize(best), SearchHistory(samples, hist.energies)
         return self.bounds.unnormalize(out)
 
 

@@ -51,6 +51,7 @@ from ebm_policy.data import fixed_batch, make_loader
 from ebm_policy.fileio import atomic_path, remove_stale_temporaries
 from ebm_policy.metrics_log import MetricsLogger
 from ebm_policy.optim import build_optimizer, build_scheduler
+from ebm_policy.params import check_params, param
 from ebm_policy.policies import Policy
 from ebm_policy.runlock import FolderLock
 
@@ -63,24 +64,46 @@ class TrainingDivergedError(FloatingPointError):
     """The loss, the gradient norm or the weights stopped being finite; none of it was saved."""
 
 
+def _torch_device(value: str) -> None:
+    if value != "auto":
+        try:
+            torch.device(value)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"must be auto or a torch device (cpu, cuda, cuda:1, ...), got {value!r}") from None
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How long and how to train (the policy's own config holds the optimizer settings)."""
 
-    steps: int | None = 2000  # gradient steps; None -> use ``epochs``
-    epochs: float | None = None  # passes over the dataset, when ``steps`` is None
-    batch_size: int = 8
-    seed: int = 0
-    log_interval: int = 50
-    ckpt_interval: int = 500
-    keep_every: int | None = None  # also keep ckpt_step<N>.pt every this many steps
-    energy_snapshots: int = 5  # snapshots of positive vs counter-example energies (0 = off)
-    snapshot_batch_size: int = 32
-    device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
-    num_workers: int = 0
-    num_threads: int | None = None  # torch.set_num_threads; None leaves torch's default
-    progress: bool = True
-    tensorboard: bool = True
+    steps: int | None = param(2000, "gradient steps (None: use epochs)", min=1)
+    epochs: float | None = param(None, "passes over the dataset, when steps is None", above=0)
+    batch_size: int = param(32, "examples per step", min=1)
+    seed: int = param(0, "seed of the weights, data order and counter-examples", min=0)
+    log_interval: int = param(50, "steps between logged metrics", min=1)
+    ckpt_interval: int = param(500, "steps between checkpoints", min=1)
+    keep_every: int | None = param(
+        None, "also keep ckpt_step<N>.pt every this many steps (a multiple of ckpt_interval)", min=1
+    )
+    energy_snapshots: int = param(5, "snapshots of positive vs counter-example energies (0: off)", min=0)
+    snapshot_batch_size: int = param(32, "examples per energy snapshot", min=1)
+    device: str = param("cpu", "cpu, cuda, cuda:1, ... or auto", check=_torch_device)
+    num_workers: int = param(0, "DataLoader worker processes", min=0)
+    num_threads: int | None = param(
+        1, "torch threads (small convolutions run fastest on 1; None: torch's default)", min=1
+    )
+    progress: bool = param(True, "show a progress bar")
+    tensorboard: bool = param(True, "also log to TensorBoard (when installed)")
+
+    def __post_init__(self) -> None:
+        check_params(self)
+        if self.steps is None and self.epochs is None:
+            raise ValueError("TrainConfig needs steps or epochs")
+        if self.keep_every is not None and self.keep_every % self.ckpt_interval:
+            raise ValueError(
+                f"keep_every ({self.keep_every}) must be a multiple of ckpt_interval "
+                f"({self.ckpt_interval}): checkpoints are kept only when they are written"
+            )
 
     def total_steps(self, dataset_len: int) -> int:
         """Steps of the run: ``steps``, or ``ceil(epochs * len / batch_size)``."""
@@ -405,5 +428,6 @@ def _grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
 
 
 def _training_part(config: dict[str, Any]) -> dict[str, Any]:
-    """A policy config without its inference-only settings (the DFO may change between runs)."""
-    return {k: v for k, v in config.items() if k != "dfo"}
+    """A policy config without its inference-only settings (the optimizer may change between
+    runs)."""
+    return {k: v for k, v in config.items() if k not in ("optimizer", "max_chunk_elements")}

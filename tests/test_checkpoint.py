@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ebm_policy import (
+    BackboneConfig,
     CheckpointError,
     CheckpointNotFoundError,
     CNNConfig,
@@ -36,10 +37,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def make(kind: str) -> ImplicitPolicy | ExplicitPolicy:
     if kind == "implicit":
         cfg = ImplicitPolicyConfig(
-            model=EBMConfig(action_dim=3, cnn=CNN, hidden_dims=(16,)), dfo=DFOConfig(num_samples=64), bounds_padding=0.1
+            model=EBMConfig(action_dim=3, backbone=BackboneConfig(cnn=CNN), hidden_dims=(16,)), optimizer=DFOConfig(num_samples=64), bounds_padding=0.1
         )
         return ImplicitPolicy(cfg, LOW, HIGH, seed=1)
-    cfg = ExplicitPolicyConfig(model=ExplicitConfig(action_dim=3, cnn=CNN, hidden_dims=(16,)))
+    cfg = ExplicitPolicyConfig(model=ExplicitConfig(action_dim=3, backbone=BackboneConfig(cnn=CNN), hidden_dims=(16,)))
     return ExplicitPolicy(cfg, LOW, HIGH, seed=1)
 
 
@@ -168,14 +169,20 @@ def test_checkpoint_from_before_the_newer_options_still_loads(tmp_path: Path) ->
 
     old_cnn = dataclasses.replace(CNN, center_input=False, conv_bias=True, padding_mode="zeros")
     cfg = ImplicitPolicyConfig(
-        model=EBMConfig(action_dim=3, cnn=old_cnn, hidden_dims=(16,)),
-        dfo=DFOConfig(resampling="multinomial"),
+        model=EBMConfig(action_dim=3, backbone=BackboneConfig(cnn=old_cnn), hidden_dims=(16,)),
+        optimizer=DFOConfig(resampling="multinomial"),
     )
     policy = ImplicitPolicy(cfg, LOW, HIGH, seed=2)
     payload = checkpoint_dict(policy)
+    config = payload["config"]  # the layout before the optimizer seam
+    config["model"].update(config["model"].pop("backbone"))
+    config["dfo"] = config.pop("optimizer")
+    config["infonce"] = config.pop("loss")
+    del config["dfo"]["kind"], config["infonce"]["kind"]
+    config["dfo"]["max_chunk_elements"] = config.pop("max_chunk_elements")
     for key in ("center_input", "conv_bias", "padding_mode"):
-        del payload["config"]["model"]["cnn"][key]
-    del payload["config"]["dfo"]["resampling"]
+        del config["model"]["cnn"][key]
+    del config["dfo"]["resampling"]
     torch.save(payload, tmp_path / "old.pt")
     loaded = load_policy(tmp_path / "old.pt")
     assert loaded.config == cfg

@@ -7,8 +7,19 @@ import pytest
 import torch
 from torch import Tensor
 
-from ebm_policy import CNNConfig, DerivativeFreeOptimizer, DFOConfig, EBMConfig, EBMConvMLP
-from ebm_policy.dfo import resample_indices
+from ebm_policy import (
+    AnalyticEnergy,
+    BackboneConfig,
+    CNNConfig,
+    DerivativeFreeOptimizer,
+    DFOConfig,
+    EBMConfig,
+    EBMConvMLP,
+    ImplicitPolicyConfig,
+    ModelEnergy,
+)
+from ebm_policy.energy import NaiveModelEnergy
+from ebm_policy.optimizers import resample_indices
 
 TOL = 0.02  # stated tolerance, in the units of [-1, 1] bounds
 CFG = DFOConfig(num_samples=2048, iterations=5)  # the default; worst error over 20 seeds: 0.015
@@ -20,6 +31,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def box(dim: int) -> tuple[Tensor, Tensor]:
     return -torch.ones(dim), torch.ones(dim)
+
+
+def run(dfo: DerivativeFreeOptimizer, fn, batch: int, low: Tensor, high: Tensor, **kw):
+    """``dfo`` on the analytic energy ``fn`` for ``batch`` problems."""
+    return dfo.infer(AnalyticEnergy(fn, batch, low.shape[0]), low, high, **kw)
 
 
 def bowl(center: Tensor, scale: float = 50.0):
@@ -43,7 +59,7 @@ def test_finds_quadratic_minimum(center: list[float], scheme: str) -> None:
     low, high = box(len(center))
     g = torch.Generator().manual_seed(0)
     cfg = DFOConfig(num_samples=2048, iterations=5, resampling=scheme)  # type: ignore[arg-type]
-    best = DerivativeFreeOptimizer(cfg).optimize(bowl(c), 4, low, high, generator=g)
+    best = run(DerivativeFreeOptimizer(cfg), bowl(c), 4, low, high, generator=g)
     assert best.shape == (4, len(center))
     assert (best - c).norm(dim=-1).max() < TOL
 
@@ -56,7 +72,7 @@ def test_two_wells_finds_the_deeper_one(swap: bool, scheme: str) -> None:
     low, high = box(2)
     g = torch.Generator().manual_seed(1)
     cfg = DFOConfig(num_samples=2048, iterations=5, resampling=scheme)  # type: ignore[arg-type]
-    best = DerivativeFreeOptimizer(cfg).optimize(two_wells(deep, shallow), 8, low, high, generator=g)
+    best = run(DerivativeFreeOptimizer(cfg), two_wells(deep, shallow), 8, low, high, generator=g)
     assert (best - deep).norm(dim=-1).max() < TOL
 
 
@@ -102,7 +118,7 @@ def test_nan_or_minus_inf_energy_is_a_clear_error(scheme: str, bad: float) -> No
 
     dfo = DerivativeFreeOptimizer(DFOConfig(num_samples=64, iterations=3, resampling=scheme))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="NaN or -inf"):
-        dfo.optimize(energy, 2, *box(2), generator=torch.Generator().manual_seed(0))
+        run(dfo, energy, 2, *box(2), generator=torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -114,14 +130,14 @@ def test_plus_inf_marks_impossible_actions(scheme: str) -> None:
         return torch.where(s[..., 0] < 0, torch.inf, 50 * (s - torch.tensor([0.5, 0.0])).square().sum(-1))
 
     dfo = DerivativeFreeOptimizer(DFOConfig(num_samples=512, iterations=3, resampling=scheme))  # type: ignore[arg-type]
-    best = dfo.optimize(energy, 3, *box(2), generator=torch.Generator().manual_seed(0))
+    best = run(dfo, energy, 3, *box(2), generator=torch.Generator().manual_seed(0))
     assert (best[:, 0] >= 0).all() and (best - torch.tensor([0.5, 0.0])).norm(dim=-1).max() < 0.05
     with pytest.raises(ValueError, match=r"\+inf for every sample"):
-        dfo.optimize(lambda s: torch.full(s.shape[:2], torch.inf), 1, *box(2))
+        run(dfo, lambda s: torch.full(s.shape[:2], torch.inf), 1, *box(2))
 
 
 def test_no_images_no_actions(model: EBMConvMLP) -> None:
-    out = DerivativeFreeOptimizer(CFG).infer(model, torch.rand(0, 3, 12, 12), *box(2))
+    out = DerivativeFreeOptimizer(CFG).infer(ModelEnergy.of_images(model, torch.rand(0, 3, 12, 12), 1 << 20), *box(2))
     assert isinstance(out, Tensor) and out.shape == (0, 2)
 
 
@@ -131,14 +147,14 @@ def test_stratified_resampling_never_draws_out_of_range() -> None:
     energies[:, 999] = 0.0
     idx = resample_indices(energies, "stratified", torch.Generator().manual_seed(1))
     assert (idx == 999).all()
-    with pytest.raises(ValueError, match="resampling"):
+    with pytest.raises(ValueError, match="resampling must be one of"):
         DFOConfig(resampling="systematic")  # type: ignore[arg-type]
 
 
 def test_minimum_outside_the_bounds_lands_on_the_boundary() -> None:
     low, high = torch.tensor([-1.0, 0.0]), torch.tensor([1.0, 0.5])
     g = torch.Generator().manual_seed(2)
-    best = DerivativeFreeOptimizer(CFG).optimize(bowl(torch.tensor([0.2, 2.0])), 2, low, high, generator=g)
+    best = run(DerivativeFreeOptimizer(CFG), bowl(torch.tensor([0.2, 2.0])), 2, low, high, generator=g)
     assert (best >= low).all() and (best <= high).all()
     assert torch.allclose(best[:, 1], torch.full((2,), 0.5), atol=TOL)
     assert (best[:, 0] - 0.2).abs().max() < TOL
@@ -148,8 +164,8 @@ def test_history_records_every_population() -> None:
     low, high = box(2)
     cfg = DFOConfig(num_samples=64, iterations=4)
     g = torch.Generator().manual_seed(3)
-    best, hist = DerivativeFreeOptimizer(cfg).optimize(
-        bowl(torch.zeros(2)), 3, low, high, generator=g, return_history=True
+    best, hist = run(
+        DerivativeFreeOptimizer(cfg), bowl(torch.zeros(2)), 3, low, high, generator=g, return_history=True
     )
     assert len(hist.samples) == len(hist.energies) == cfg.iterations + 1
     assert all(s.shape == (3, 64, 2) for s in hist.samples)
@@ -165,16 +181,16 @@ def test_same_generator_same_answer(iterations: int) -> None:
     low, high = box(2)
     dfo = DerivativeFreeOptimizer(DFOConfig(num_samples=128, iterations=iterations))
     fn = two_wells(torch.tensor([0.3, 0.3]), torch.tensor([-0.3, -0.3]), scale=5.0)
-    run = [dfo.optimize(fn, 5, low, high, generator=torch.Generator().manual_seed(s)) for s in (7, 7, 8)]
-    assert torch.equal(run[0], run[1])
-    assert not torch.equal(run[0], run[2])
+    out = [run(dfo, fn, 5, low, high, generator=torch.Generator().manual_seed(s)) for s in (7, 7, 8)]
+    assert torch.equal(out[0], out[1])
+    assert not torch.equal(out[0], out[2])
 
 
 @pytest.fixture(scope="module")
 def model() -> EBMConvMLP:
     torch.manual_seed(0)
     cnn = CNNConfig(channels=(4, 8), strides=(1, 1), pools=(1, 1), out_channels=4)
-    return EBMConvMLP(EBMConfig(action_dim=2, cnn=cnn, hidden_dims=(32,))).eval()
+    return EBMConvMLP(EBMConfig(action_dim=2, backbone=BackboneConfig(cnn=cnn), hidden_dims=(32,))).eval()
 
 
 @pytest.mark.parametrize("num_samples, iterations", [(64, 3), (256, 2)])
@@ -182,8 +198,8 @@ def test_fast_path_matches_naive_path(model: EBMConvMLP, num_samples: int, itera
     images = torch.rand(3, 3, 12, 12)
     low, high = box(2)
     dfo = DerivativeFreeOptimizer(DFOConfig(num_samples=num_samples, iterations=iterations))
-    fast = dfo.infer(model, images, low, high, generator=torch.Generator().manual_seed(5))
-    naive = dfo.infer_naive(model, images, low, high, generator=torch.Generator().manual_seed(5))
+    fast = dfo.infer(ModelEnergy.of_images(model, images, 1 << 20), low, high, generator=torch.Generator().manual_seed(5))
+    naive = dfo.infer(NaiveModelEnergy(model, images), low, high, generator=torch.Generator().manual_seed(5))
     # Same generator -> same draws -> the same answer. (The split and concatenated first layers
     # may differ by float rounding, ~1e-7, which changes no resampling decision here.)
     assert torch.equal(fast, naive)
@@ -195,17 +211,17 @@ def test_chunking_does_not_change_the_answer(model: EBMConvMLP, max_chunk_elemen
     all at once, and the per-device default all give the answer of one unchunked pass."""
     images = torch.rand(4, 3, 12, 12)
     low, high = box(2)
-    ref = DerivativeFreeOptimizer(DFOConfig(num_samples=100, iterations=2, max_chunk_elements=1 << 30))
-    dfo = DerivativeFreeOptimizer(DFOConfig(num_samples=100, iterations=2, max_chunk_elements=max_chunk_elements))
-    expected = ref.infer(model, images, low, high, generator=torch.Generator().manual_seed(9))
-    got = dfo.infer(model, images, low, high, generator=torch.Generator().manual_seed(9))
+    dfo = DerivativeFreeOptimizer(DFOConfig(num_samples=100, iterations=2))
+    chunk = ImplicitPolicyConfig(max_chunk_elements=max_chunk_elements).chunk_elements("cpu")
+    expected = dfo.infer(ModelEnergy.of_images(model, images, 1 << 30), low, high, generator=torch.Generator().manual_seed(9))
+    got = dfo.infer(ModelEnergy.of_images(model, images, chunk), low, high, generator=torch.Generator().manual_seed(9))
     assert torch.allclose(got, expected, atol=1e-6)
 
 
 def test_default_chunk_size_depends_on_the_device() -> None:
-    assert DFOConfig().chunk_elements("cpu") == 1 << 20  # cache-sized
-    assert DFOConfig().chunk_elements("cuda") == 1 << 26  # few large kernels
-    assert DFOConfig(max_chunk_elements=500).chunk_elements("cuda") == 500
+    assert ImplicitPolicyConfig().chunk_elements("cpu") == 1 << 20  # cache-sized
+    assert ImplicitPolicyConfig().chunk_elements("cuda") == 1 << 26  # few large kernels
+    assert ImplicitPolicyConfig(max_chunk_elements=500).chunk_elements("cuda") == 500
 
 
 def test_bench_dfo_smoke(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from ebm_policy import (
     CNN,
+    BackboneConfig,
     CNNConfig,
     CoordConv,
     DFOConfig,
@@ -142,7 +143,7 @@ def test_cnn_config_rejects_bad_stages(kwargs: dict) -> None:
 @pytest.fixture
 def ebm() -> EBMConvMLP:
     torch.manual_seed(0)
-    return EBMConvMLP(EBMConfig(action_dim=3, cnn=TINY_CNN, hidden_dims=(16, 8)))
+    return EBMConvMLP(EBMConfig(action_dim=3, backbone=BackboneConfig(cnn=TINY_CNN), hidden_dims=(16, 8)))
 
 
 def test_ebm_shapes_and_split_first_layer(ebm: EBMConvMLP) -> None:
@@ -162,7 +163,7 @@ def test_ebm_shapes_and_split_first_layer(ebm: EBMConvMLP) -> None:
 @pytest.mark.parametrize("max_rows", [1, 3, 7, 1000])
 def test_chunked_energy_matches(hidden_dims: tuple[int, ...], max_rows: int) -> None:
     torch.manual_seed(1)
-    model = EBMConvMLP(EBMConfig(action_dim=2, cnn=TINY_CNN, hidden_dims=hidden_dims))
+    model = EBMConvMLP(EBMConfig(action_dim=2, backbone=BackboneConfig(cnn=TINY_CNN), hidden_dims=hidden_dims))
     features, actions = torch.randn(3, 8), torch.rand(3, 10, 2)
     expected = model.energy(features, actions)
     with torch.inference_mode():
@@ -172,7 +173,7 @@ def test_chunked_energy_matches(hidden_dims: tuple[int, ...], max_rows: int) -> 
 
 def test_explicit_model_shape_and_dropout() -> None:
     torch.manual_seed(0)
-    model = ExplicitConvMLP(ExplicitConfig(action_dim=3, cnn=TINY_CNN, hidden_dims=(32,), dropout=0.5))
+    model = ExplicitConvMLP(ExplicitConfig(action_dim=3, backbone=BackboneConfig(cnn=TINY_CNN), hidden_dims=(32,), dropout=0.5))
     x = torch.rand(4, 3, 8, 8)
     assert model(x).shape == (4, 3)
     model.eval()
@@ -208,13 +209,13 @@ def test_candidates_hold_the_positive_at_a_random_index() -> None:
     "cfg",
     [
         ImplicitPolicyConfig(),
-        ImplicitPolicyConfig(model=EBMConfig(cnn=TINY_CNN, hidden_dims=(8, 4)), dfo=DFOConfig(num_samples=7)),
+        ImplicitPolicyConfig(model=EBMConfig(backbone=BackboneConfig(cnn=TINY_CNN), hidden_dims=(8, 4)), optimizer=DFOConfig(num_samples=7)),
         ExplicitPolicyConfig(),
     ],
 )
 def test_config_round_trip(cfg: object) -> None:
     data = config_to_dict(cfg)
-    assert isinstance(data["model"]["cnn"]["channels"], list)  # plain types only
+    assert isinstance(data["model"]["backbone"]["cnn"]["channels"], list)  # plain types only
     assert config_from_dict(type(cfg), data) == cfg
     with pytest.raises(ValueError, match="unknown fields"):
         config_from_dict(type(cfg), {**data, "bogus": 1})

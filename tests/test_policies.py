@@ -8,6 +8,7 @@ import torch
 
 from ebm_policy import (
     ActionBounds,
+    BackboneConfig,
     CNNConfig,
     DFOConfig,
     EBMConfig,
@@ -32,16 +33,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def implicit(seed: int = 0, **kw: object) -> ImplicitPolicy:
     cfg = ImplicitPolicyConfig(
-        model=EBMConfig(cnn=CNN, hidden_dims=(64,), softargmax=SoftArgmaxConfig(temperature=0.1)),
-        infonce=InfoNCEConfig(num_counter_examples=31),
-        dfo=DFOConfig(num_samples=256),
+        model=EBMConfig(backbone=BackboneConfig(cnn=CNN, softargmax=SoftArgmaxConfig(temperature=0.1)), hidden_dims=(64,)),
+        loss=InfoNCEConfig(num_counter_examples=31),
+        optimizer=DFOConfig(num_samples=256),
         **kw,  # type: ignore[arg-type]
     )
     return ImplicitPolicy(cfg, LOW, HIGH, seed=seed)
 
 
 def explicit(seed: int = 0) -> ExplicitPolicy:
-    cfg = ExplicitPolicyConfig(model=ExplicitConfig(cnn=CNN, hidden_dims=(32,), dropout=0.1))
+    cfg = ExplicitPolicyConfig(model=ExplicitConfig(backbone=BackboneConfig(cnn=CNN), hidden_dims=(32,), dropout=0.1))
     return ExplicitPolicy(cfg, LOW, HIGH, seed=seed)
 
 
@@ -129,13 +130,14 @@ def test_implicit_select_action_history_and_determinism() -> None:
     a1 = policy.select_action(images, generator=torch.Generator().manual_seed(4))
     a2, hist = policy.select_action(images, generator=torch.Generator().manual_seed(4), return_history=True)
     assert torch.equal(a1, a2)
-    assert len(hist.samples) == policy.config.dfo.iterations + 1
+    assert len(hist.samples) == policy.config.optimizer.iterations + 1
     assert hist.samples[0].shape == (2, 256, 2)
     assert hist.samples[0][..., 0].max() > 5  # history in original units (LOW..HIGH = 0..10)
-    policy.set_dfo_config(DFOConfig(num_samples=16, iterations=1))
-    _, hist = policy.select_action(images, return_history=True)
+    _, hist = policy.select_action(
+        images, optimizer=DFOConfig(num_samples=16, iterations=1), return_history=True
+    )  # another optimizer for one call
     assert len(hist.samples) == 2 and hist.samples[0].shape == (2, 16, 2)
-    assert policy.config.dfo.num_samples == 16
+    assert policy.config.optimizer.num_samples == 256  # the policy is unchanged
 
 
 def test_explicit_select_action_is_deterministic_and_keeps_mode() -> None:
@@ -156,7 +158,7 @@ def test_seeded_init_is_reproducible_and_leaves_global_rng_alone() -> None:
 
 def test_mismatched_action_dim_is_rejected() -> None:
     with pytest.raises(ValueError, match="action_dim"):
-        ImplicitPolicy(ImplicitPolicyConfig(model=EBMConfig(action_dim=3, cnn=CNN)), LOW, HIGH)
+        ImplicitPolicy(ImplicitPolicyConfig(model=EBMConfig(action_dim=3, backbone=BackboneConfig(cnn=CNN))), LOW, HIGH)
 
 
 def test_trained_energy_is_lower_for_expert_actions() -> None:

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ebm_policy import (
+    BackboneConfig,
     CheckpointError,
     CNNConfig,
     DFOConfig,
@@ -64,17 +65,17 @@ class DotDataset(Dataset):
 
 
 def make(kind: str, seed: int = 0, optim: OptimConfig | None = None) -> ImplicitPolicy | ExplicitPolicy:
-    optim = optim or OptimConfig(step_size=3, gamma=0.5)  # the lr changes within the run
+    optim = optim or OptimConfig(scheduler="step", step_size=3, gamma=0.5)  # the lr changes within the run
     low, high = [-1.0, -1.0], [1.0, 1.0]
     if kind == "implicit":
         cfg = ImplicitPolicyConfig(
-            model=EBMConfig(cnn=CNN, hidden_dims=(16,)),
-            infonce=InfoNCEConfig(num_counter_examples=8),
-            dfo=DFOConfig(num_samples=32),
+            model=EBMConfig(backbone=BackboneConfig(cnn=CNN), hidden_dims=(16,)),
+            loss=InfoNCEConfig(num_counter_examples=8),
+            optimizer=DFOConfig(num_samples=32),
             optim=optim,
         )
         return ImplicitPolicy(cfg, low, high, seed=seed)
-    cfg = ExplicitPolicyConfig(model=ExplicitConfig(cnn=CNN, hidden_dims=(16,), dropout=0.5), optim=optim)
+    cfg = ExplicitPolicyConfig(model=ExplicitConfig(backbone=BackboneConfig(cnn=CNN), hidden_dims=(16,), dropout=0.5), optim=optim)
     return ExplicitPolicy(cfg, low, high, seed=seed)
 
 
@@ -278,10 +279,13 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(
 
 
 def test_non_finite_weights_are_never_saved(tmp_path: Path) -> None:
-    """An infinite learning rate: the first update makes the weights non-finite; the checkpoint
-    due after it is refused, and the run folder it created is removed (nothing to keep)."""
+    """A learning rate near float32's largest value on scaled-up (finite) gradients: the first
+    update makes the weights non-finite; the checkpoint due after it is refused, and the run
+    folder it created is removed (nothing to keep). (An infinite lr is refused by the config.)"""
     run = tmp_path / "run"
-    policy = make("explicit", optim=OptimConfig(lr=float("inf")))
+    policy = make("explicit", optim=OptimConfig(name="sgd", lr=1e38))
+    for p in policy.parameters():
+        p.register_hook(lambda g: g * 1e3)
     with pytest.raises(
         TrainingDivergedError, match=r"at step 1: the weight .* is not finite.*removed"
     ):

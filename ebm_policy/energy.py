@@ -1,0 +1,98 @@
+"""``ModelEnergy``: an energy model's view for inference optimizers (``optimizers.ActionEnergy``).
+
+The images are encoded once; every call scores actions with the energy head only, in chunks of at
+most ``max_rows`` actions so memory stays bounded for any number of samples. Optimizers see
+energies, gradients and prefix energies, never the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from ebm_policy.models import EBMConvMLP
+
+
+def _chunks(b: int, m: int, max_rows: int) -> Iterator[tuple[slice, slice]]:
+    """(image slice, sample slice) pieces of a ``(b, m)`` grid with at most ``max_rows`` each."""
+    if m <= max_rows:
+        per = max(1, max_rows // max(m, 1))
+        for i in range(0, b, per):
+            yield slice(i, i + per), slice(0, m)
+    else:
+        for i in range(b):
+            for j in range(0, m, max_rows):
+                yield slice(i, i + 1), slice(j, j + max_rows)
+
+
+class ModelEnergy:
+    """Energies of encoded observations ``features (B, D)`` under ``model``.
+
+    ``features`` carry no gradient to the model here: optimizers and counter-example chains only
+    move the actions.
+    """
+
+    def __init__(self, model: EBMConvMLP, features: Tensor, max_rows: int) -> None:
+        self.model = model
+        self.features = features.detach()
+        self.max_rows = max(1, int(max_rows))
+        self.batch_size = int(features.shape[0])
+        self.action_dim = model.cfg.action_dim
+        self.has_prefix_energies = model.prefix_energies
+
+    @classmethod
+    def of_images(cls, model: EBMConvMLP, images: Tensor, max_elements: int) -> ModelEnergy:
+        """Encode ``images (B, C, H, W)`` once; ``max_elements`` hidden activations per chunk."""
+        with torch.no_grad():
+            features = model.encode(images)
+        return cls(model, features, max_elements // model.hidden_width)
+
+    def __call__(self, actions: Tensor) -> Tensor:
+        """``(B, M, A) -> (B, M)`` without autograd."""
+        with torch.no_grad():
+            return self.model.energy_chunked(self.features, actions, self.max_rows)
+
+    def prefix(self, actions: Tensor) -> Tensor:
+        """``(B, M, j) -> E_j (B, M)``; ``ValueError`` unless the model has prefix energies."""
+        if not self.has_prefix_energies:
+            raise ValueError("this energy model was trained without prefix energies")
+        return self(actions)
+
+    def with_grad(self, actions: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, M, A) -> energies (B, M), dE/da (B, M, A)``, both detached."""
+        b, m, _ = actions.shape
+        energies = actions.new_empty(b, m)
+        grads = torch.empty_like(actions)
+        for rows, cols in _chunks(b, m, self.max_rows):
+            e, g = self.model.energy_and_grad(self.features[rows], actions[rows, cols])
+            energies[rows, cols] = e
+            grads[rows, cols] = g
+        return energies, grads
+
+
+class NaiveModelEnergy:
+    """The reference's way, for comparison: re-encodes the images at every evaluation and runs
+    the concatenated MLP on all ``B * M`` rows at once (``ibc-gym bench dfo``)."""
+
+    def __init__(self, model: EBMConvMLP, images: Tensor) -> None:
+        self.model = model
+        self.images = images
+        self.batch_size = int(images.shape[0])
+        self.action_dim = model.cfg.action_dim
+        self.has_prefix_energies = False
+
+    def __call__(self, actions: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.model.forward_naive(self.images, actions)
+
+    def prefix(self, actions: Tensor) -> Tensor:
+        raise ValueError("the naive energy has no prefix energies")
+
+    def with_grad(self, actions: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.enable_grad():
+            a = actions.detach().requires_grad_(True)
+            e = self.model.forward_naive(self.images, a)
+            (g,) = torch.autograd.grad(e.sum(), a)
+        return e.detach(), g

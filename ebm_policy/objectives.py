@@ -1,0 +1,121 @@
+"""Training objectives of the implicit policy, one per loss config ``kind``.
+
+An objective maps a batch to ``(loss, energies, labels, metrics)``: ``energies (B, N + 1)`` are
+the full-action energies of the expert action (at index ``labels (B,)``) and its counter-examples,
+which the energy-separation snapshots plot.
+
+- ``infonce``: uniform counter-examples (the reference's training; pairs with DFO).
+- ``langevin``: counter-examples are the final samples of Langevin chains started uniform on the
+  current model (the chain is not differentiated), plus the gradient penalty on the expert action
+  and the counter-examples (google-research/ibc; pairs with Langevin inference).
+- ``autoregressive``: one InfoNCE term per action prefix ``a_1..a_j``, averaged over ``j``. Each
+  term scores the expert's prefix against the same uniform counter-examples cut to ``j``
+  dimensions, so ``E_j`` learns the marginal energy of the first ``j`` dimensions, which is what
+  autoregressive DFO resamples by before the later dimensions are drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ebm_policy.config import AutoregressiveInfoNCEConfig, InfoNCEConfig, LangevinInfoNCEConfig
+from ebm_policy.energy import ModelEnergy
+from ebm_policy.losses import (
+    gradient_penalty,
+    info_nce_loss,
+    make_candidates,
+    mix_in_positives,
+    sample_uniform,
+    split_energies,
+)
+from ebm_policy.models import EBMConvMLP
+from ebm_policy.optimizers import run_chain
+
+Objective = Callable[..., tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]]
+
+
+def uniform_infonce(
+    cfg: InfoNCEConfig, model: EBMConvMLP, images: Tensor, positives: Tensor,
+    low: Tensor, high: Tensor, generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+    """InfoNCE over ``num_counter_examples`` uniform counter-examples."""
+    candidates, labels = make_candidates(positives, cfg.num_counter_examples, low, high, generator)
+    energies = model(images, candidates)
+    return info_nce_loss(energies, labels), energies, labels, {}
+
+
+def langevin_infonce(
+    cfg: LangevinInfoNCEConfig, model: EBMConvMLP, images: Tensor, positives: Tensor,
+    low: Tensor, high: Tensor, generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+    """InfoNCE over chain-refined counter-examples + ``penalty_weight`` x gradient penalty."""
+    features = model.encode(images)
+    b, a = positives.shape
+    start = sample_uniform((b, cfg.num_counter_examples, a), low, high, generator)
+    chain_energy = ModelEnergy(model, features, max_rows=1 << 30)  # features detached inside
+    negatives = run_chain(chain_energy, start, low, high, cfg.chain, generator)
+    candidates, labels = mix_in_positives(positives, negatives, generator)
+    candidates = candidates.detach().requires_grad_(cfg.penalty_weight > 0)
+    energies = model.energy(features, candidates)
+    nce = info_nce_loss(energies, labels)
+    if cfg.penalty_weight == 0:
+        return nce, energies, labels, {"train/infonce": nce.detach()}
+    (grads,) = torch.autograd.grad(energies.sum(), candidates, create_graph=True)
+    penalty = gradient_penalty(grads, cfg.penalty_margin)
+    metrics = {
+        "train/infonce": nce.detach(),
+        "train/grad_penalty": penalty.detach(),
+        "train/grad_inf_norm": grads.detach().abs().amax(dim=-1).mean(),
+    }
+    return nce + cfg.penalty_weight * penalty, energies, labels, metrics
+
+
+def prefix_infonce(
+    cfg: AutoregressiveInfoNCEConfig, model: EBMConvMLP, images: Tensor, positives: Tensor,
+    low: Tensor, high: Tensor, generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+    """Mean over ``j`` of InfoNCE on prefixes of length ``j`` (shared counter-examples)."""
+    features = model.encode(images)
+    candidates, labels = make_candidates(positives, cfg.num_counter_examples, low, high, generator)
+    terms = []
+    energies = candidates.new_empty(0)
+    for j in range(1, positives.shape[1] + 1):
+        energies = model.energy(features, candidates[..., :j])
+        terms.append(info_nce_loss(energies, labels))
+    loss = torch.stack(terms).mean()
+    metrics = {"train/infonce_first": terms[0].detach(), "train/infonce_full": terms[-1].detach()}
+    return loss, energies, labels, metrics  # energies of the last (full) prefix
+
+
+OBJECTIVES: dict[type, Objective] = {
+    InfoNCEConfig: uniform_infonce,
+    LangevinInfoNCEConfig: langevin_infonce,
+    AutoregressiveInfoNCEConfig: prefix_infonce,
+}
+
+
+def implicit_loss(
+    cfg: Any, model: EBMConvMLP, images: Tensor, positives: Tensor,
+    low: Tensor, high: Tensor, generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+    """The objective ``cfg`` names: ``images (B, C, H, W), positives (B, A) -> (loss,
+    energies (B, N + 1), labels (B,), metrics)``."""
+    objective = OBJECTIVES.get(type(cfg))
+    if objective is None:
+        raise ValueError(f"unknown loss config {type(cfg).__name__}")
+    return objective(cfg, model, images, positives, low, high, generator)
+
+
+def energy_metrics(energies: Tensor, labels: Tensor) -> dict[str, float]:
+    """Positive vs counter-example energies as logged (``train/energy_pos`` ...)."""
+    with torch.no_grad():
+        pos, neg = split_energies(energies, labels)
+        return {
+            "train/energy_pos": pos.mean().item(),
+            "train/energy_neg": neg.mean().item(),
+            "train/pos_is_argmin": (energies.argmin(dim=1) == labels).float().mean().item(),
+        }
