@@ -48,8 +48,11 @@ class BCAgent:
         return self.image_shape[0]
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, env_id: str | None = None, seed: int = 0) -> BCAgent:
-        """Rebuild the agent from a checkpoint alone; ``env_id`` must match the one trained on."""
+    def load(
+        cls, path: str | os.PathLike[str], *, env_id: str | None = None, seed: int = 0, optimizer: Any = None
+    ) -> BCAgent:
+        """Rebuild the agent from a checkpoint alone; ``env_id`` must match the one trained on.
+        ``optimizer`` (an inference optimizer config) replaces an implicit checkpoint's."""
         ckpt = load_checkpoint(path)
         if cls.kind and ckpt["kind"] != cls.kind:
             raise CheckpointError(f"{path}: holds an {ckpt['kind']} policy, {cls.__name__} needs {cls.kind}")
@@ -57,10 +60,10 @@ class BCAgent:
         meta = ckpt.get("metadata") or {}
         if env_id is not None and meta.get("env_id") != env_id:
             raise ValueError(f"{path} was trained on {meta.get('env_id')!r}, not on {env_id!r}")
-        return agent_cls(policy_from_checkpoint(ckpt, source=str(path)), meta, seed=seed)
+        return agent_cls(policy_from_checkpoint(ckpt, source=str(path), optimizer=optimizer), meta, seed=seed)
 
     def reset(self, env_ids: Sequence[int] | None = None) -> None:
-        """The policy is memoryless; only the DFO generator restarts when all envs reset."""
+        """The policy is memoryless; only the inference generator restarts when all envs reset."""
         if env_ids is None:
             self.generator.manual_seed(self._seed)
 
@@ -97,7 +100,7 @@ class BCAgent:
 
 
 class IBCAgent(BCAgent):
-    """Implicit BC: ``argmin_a E(image, a)`` by the derivative-free optimizer."""
+    """Implicit BC: ``argmin_a E(image, a)`` by the policy's inference optimizer."""
 
     kind: ClassVar[str] = "implicit"
 
@@ -111,14 +114,19 @@ class ExplicitBCAgent(BCAgent):
 AGENT_CLASSES: dict[str, type[BCAgent]] = {"implicit": IBCAgent, "explicit": ExplicitBCAgent}
 
 
-def load_agent(path: str | os.PathLike[str], *, env_id: str | None = None, seed: int = 0) -> Any:
-    """An agent from a BC checkpoint (``.pt``) or a PPO run (``model.zip``)."""
+def load_agent(
+    path: str | os.PathLike[str], *, env_id: str | None = None, seed: int = 0, optimizer: Any = None
+) -> Any:
+    """An agent from a BC checkpoint (``.pt``) or a PPO run (``model.zip``). ``optimizer`` (an
+    inference optimizer config, e.g. ``LangevinConfig()``) replaces an implicit policy's."""
     path = Path(path)
     if path.suffix == ".zip":
+        if optimizer is not None:
+            raise ValueError(f"{path}: a PPO agent has no inference optimizer to replace")
         from agents.rl import PPOAgent
 
         agent = PPOAgent.load(path)
         if env_id is not None and agent.env_id != env_id:
             raise ValueError(f"{path} was trained on {agent.env_id!r}, not on {env_id!r}")
         return agent
-    return BCAgent.load(path, env_id=env_id, seed=seed)
+    return BCAgent.load(path, env_id=env_id, seed=seed, optimizer=optimizer)

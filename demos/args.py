@@ -128,7 +128,7 @@ def _check_options(cfg: Any, path: str) -> None:
         value = getattr(cfg, f.name)
         dest = _join(path, f.name)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            _check_options(value, dest)
+            _check_options(value, path if f.metadata.get("flatten") else dest)
             continue
         problem = _value_problem(f.metadata.get("rule"), value)
         if problem:
@@ -215,13 +215,18 @@ def _kind_of(members: dict[str, type | None], value: Any, dest: str) -> str:
     raise TypeError(f"{_flag(dest)}: the default {value!r} is none of {', '.join(members)}")
 
 
-def _walk(cls: type, base: Any, path: str = "", owner: tuple[str, str] | None = None) -> Iterator[_Spec]:
-    """The specs of ``cls``'s fields under ``path``, depth first, with defaults from ``base``."""
+def _walk(
+    cls: type, base: Any, path: str = "", owner: tuple[str, str] | None = None,
+    hidden: frozenset[str] = frozenset(),
+) -> Iterator[_Spec]:
+    """The specs of ``cls``'s fields under ``path``, depth first, with defaults from ``base``;
+    fields whose dotted path is in ``hidden`` (``param(hide=...)`` of an outer field) have none."""
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
         dest, hint = _join(path, f.name), hints[f.name]
+        if not f.init or f.metadata.get("cli") is False or dest in hidden:
+            continue
+        hidden = hidden | {_join(dest, h) for h in f.metadata.get("hide") or ()}
         default = _field_default(f, base)
         members = _union_members(hint)
         if (members is not None or _is_config(hint) or path) and f.metadata.get("positional"):
@@ -233,10 +238,14 @@ def _walk(cls: type, base: Any, path: str = "", owner: tuple[str, str] | None = 
             for kind, member in members.items():
                 if member is not None:
                     member_base = default if type(default) is member else _MISSING
-                    yield from _walk(member, member_base, dest, (dest, kind))
+                    yield from _walk(member, member_base, dest, (dest, kind), hidden)
+        elif _is_config(hint) and f.metadata.get("flatten"):
+            if f.metadata.get("presets"):
+                raise TypeError(f"{_flag(dest)}: a flattened config cannot have presets")
+            yield from _walk(hint, default, path, owner, hidden)  # its options keep the parent's prefix
         elif _is_config(hint):
             yield _Spec("struct", dest, f, hint, default, owner)
-            yield from _walk(hint, default, dest, owner)
+            yield from _walk(hint, default, dest, owner, hidden)
         else:
             yield _Spec("leaf", dest, f, hint, default, owner)
 
@@ -303,10 +312,28 @@ def add_dataclass_arguments(
         if s.role == "struct":
             doc = s.hint.__doc__ or ""
             doc = "" if doc.startswith(s.hint.__name__ + "(") else doc.strip().split("\n")[0]
-            groups[s.dest] = parser.add_argument_group(f"{s.flag}.*", help_text or doc or None)
+            presets = s.field.metadata.get("presets")
+            title = f"{s.flag} PRESET, {s.flag}.*" if presets else f"{s.flag}.*"
+            groups[s.dest] = parser.add_argument_group(title, help_text or doc or None)
+            if presets:
+                _add_preset_selector(groups[s.dest], s, presets)
         else:
             groups[s.dest] = parser.add_argument_group(f"{s.flag} KIND, {s.flag}.*")
             _add_selector(groups[s.dest], s, top=not s.parent)
+
+
+def _preset_name(presets: dict[str, Any], value: Any) -> str | None:
+    """The name of the preset equal to ``value``, if any."""
+    return next((name for name, make in presets.items() if make() == value), None)
+
+
+def _add_preset_selector(target: Any, s: _Spec, presets: dict[str, Any]) -> None:
+    default = _preset_name(presets, s.default)
+    help_text = s.field.metadata.get("help", "")
+    target.add_argument(
+        s.flag, dest=s.dest, choices=list(presets), default=argparse.SUPPRESS,
+        help=f"{help_text}: the preset its options change (default: {default or 'none of them'})",
+    )
 
 
 def _add_selector(target: Any, s: _Spec, top: bool) -> None:
@@ -476,7 +503,15 @@ def _build(cls: type[T], base: Any, path: str, ns: argparse.Namespace) -> T:
         members = _union_members(hint)
         if members is not None:
             value = _build_union(members, default, dest, ns)
+        elif _is_config(hint) and f.metadata.get("flatten"):
+            value = _build(hint, default, path, ns)
         elif _is_config(hint):
+            presets = f.metadata.get("presets")
+            if presets and getattr(ns, dest, None) is not None:
+                default = presets[getattr(ns, dest)]()
+                value = _build(hint, default, dest, ns)
+                given[f.name] = value
+                continue
             value = _build(hint, default, dest, ns)
         elif hasattr(ns, dest):
             value = getattr(ns, dest)

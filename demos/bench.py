@@ -1,9 +1,11 @@
-"""``ibc-gym bench env|dfo``: speed benchmarks that print measured medians and ratios."""
+"""``ibc-gym bench env|dfo|optimizers``: benchmarks that print measured medians, ratios and
+errors."""
 
 from __future__ import annotations
 
 from demos.bench_dfo import BenchDfoConfig, run_bench_dfo
 from demos.bench_env import BenchEnvConfig, run_bench_env
+from demos.bench_optimizers import BenchOptimizersConfig, run_bench_optimizers
 
 COMMANDS = [
     (
@@ -12,6 +14,11 @@ COMMANDS = [
         {
             "env": ("Control steps/s of every env, with and without rendering.", BenchEnvConfig, run_bench_env),
             "dfo": ("DFO latency and training throughput.", BenchDfoConfig, run_bench_dfo),
+            "optimizers": (
+                "DFO, Langevin and autoregressive DFO on N-D coordinate regression (N = 2..16).",
+                BenchOptimizersConfig,
+                run_bench_optimizers,
+            ),
         },
         None,
     )

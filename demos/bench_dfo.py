@@ -2,11 +2,13 @@
 
 For each CNN preset (``full``: full resolution like the PyTorch reference; ``fast``: stride-2
 stem; ``faster``: two stride-2 stages) it briefly trains an implicit policy on coordinate-regression
-images, measuring training samples/s at 64 and 96 px. With those policies it times DFO on one image
-and on a batch, at the reference setting (16,384 samples, 3 iterations) and at the default
-``DFOConfig()`` (2,048 x 5), for the fast path (image encoded once, split first layer, chunked) and
-the naive path (re-encodes every iteration, concatenated MLP), side by side with the same
-generator seed, and checks both give the same answer.
+images (the experiment's preset, ``COORD_REGRESSION_IMPLICIT``, with the preset's strides),
+measuring training samples/s at 64 and 96 px. With those policies it times DFO on one image and on
+a batch, at the reference setting (16,384 samples, 3 iterations) and at the policy's own (the
+preset's 2,048 x 5), for the fast path (``ModelEnergy.of_images``: image encoded once, split
+first layer, chunked) and the naive path (``NaiveModelEnergy``: re-encodes every iteration,
+concatenated MLP), side by side with the same generator seed, and checks both give the same
+answer.
 """
 
 from __future__ import annotations
@@ -21,8 +23,21 @@ from typing import Any
 import torch
 
 from demos.args import help_field, one_of, torch_device
-from demos.coord_regression import CoordRegressionConfig, make_policy, make_split
-from ebm_policy import DerivativeFreeOptimizer, DFOConfig, ImplicitPolicy, TrainConfig, train
+from demos.coord_regression import (
+    COORD_REGRESSION_IMPLICIT,
+    COORD_REGRESSION_TRAIN,
+    make_policy,
+    make_split,
+)
+from ebm_policy import (
+    CNNConfig,
+    DFOConfig,
+    ImplicitPolicy,
+    ImplicitPolicyConfig,
+    build_optimizer,
+    train,
+)
+from ebm_policy.energy import ModelEnergy, NaiveModelEnergy
 from ebm_policy.policies import images_to_tensor
 
 
@@ -85,33 +100,41 @@ def trained_policy(
     backbone: str, size: int, steps: int, seed: int, device: str = "cpu"
 ) -> tuple[ImplicitPolicy, float]:
     """A briefly trained implicit policy on ``size`` px images and its training samples/s."""
-    cfg = CoordRegressionConfig(backbone=backbone, resolution=size, seed=seed)  # type: ignore[arg-type]
+    config = with_cnn_preset(COORD_REGRESSION_IMPLICIT, backbone)
     train_set, _ = make_split("standard", 64, 1, seed, resolution=size)
-    tcfg = TrainConfig(steps=steps, batch_size=8, seed=seed, log_interval=steps, ckpt_interval=10**9,
-                       energy_snapshots=0, progress=False, tensorboard=False, device=device)
+    tcfg = replace(COORD_REGRESSION_TRAIN, steps=steps, seed=seed, log_interval=steps, ckpt_interval=10**9,
+                   energy_snapshots=0, progress=False, device=device)  # batch 8, the bench's threads
     with tempfile.TemporaryDirectory() as tmp:
-        train(make_policy("implicit", cfg, seed), train_set, replace(tcfg, steps=3), f"{tmp}/warmup")
-        policy = make_policy("implicit", cfg, seed)
+        train(make_policy(config, size, seed), train_set, replace(tcfg, steps=3), f"{tmp}/warmup")
+        policy = make_policy(config, size, seed)
         t0 = time.perf_counter()
         train(policy, train_set, tcfg, f"{tmp}/run")
         synchronize(torch.device(device))
         dt = time.perf_counter() - t0
     assert isinstance(policy, ImplicitPolicy)
-    return policy, steps * 8 / dt
+    return policy, steps * tcfg.batch_size / dt
+
+
+def with_cnn_preset(config: ImplicitPolicyConfig, preset: str) -> ImplicitPolicyConfig:
+    """``config`` with the strides of ``CNNConfig.preset(preset)`` (its other CNN settings kept)."""
+    backbone = config.model.backbone
+    cnn = replace(backbone.cnn, strides=CNNConfig.preset(preset).strides)  # type: ignore[arg-type]
+    return replace(config, model=replace(config.model, backbone=replace(backbone, cnn=cnn)))
 
 
 def time_dfo(policy: ImplicitPolicy, images: torch.Tensor, cfg: BenchDfoConfig, dfo_cfg: DFOConfig) -> dict[str, Any]:
-    """Fast vs naive DFO on ``images`` (float CHW): medians and whether the answers agree."""
-    dfo = DerivativeFreeOptimizer(dfo_cfg)
+    """Fast vs naive DFO on ``images`` (float CHW): medians and whether the answers agree. Each
+    timed call includes building its energy (the fast path encodes the images there)."""
+    dfo = build_optimizer(dfo_cfg)
     model = policy.model
     device = images.device
     low, high = -torch.ones(2, device=device), torch.ones(2, device=device)
+    max_elements = policy.config.chunk_elements(device.type)
 
     def run(naive: bool, seed: int = cfg.seed) -> torch.Tensor:
         g = torch.Generator(device).manual_seed(seed)
-        if naive:
-            return dfo.infer_naive(model, images, low, high, generator=g)
-        return dfo.infer(model, images, low, high, generator=g)  # type: ignore[return-value]
+        energy = NaiveModelEnergy(model, images) if naive else ModelEnergy.of_images(model, images, max_elements)
+        return dfo.infer(energy, low, high, generator=g)  # type: ignore[return-value]
 
     batch = images.shape[0] > 1
     repeats = (cfg.batch_repeats, 1) if batch else (cfg.repeats, max(3, cfg.repeats // 2))
@@ -133,7 +156,8 @@ def run_bench_dfo(cfg: BenchDfoConfig) -> None:
     device = torch.device(cfg.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, {cfg.device} ({where})\n")
-    print("Training (batch 8, 128 counter-examples, InfoNCE), samples/s:\n")
+    batch, negatives = COORD_REGRESSION_TRAIN.batch_size, COORD_REGRESSION_IMPLICIT.loss.num_counter_examples
+    print(f"Training (batch {batch}, {negatives} counter-examples, InfoNCE), samples/s:\n")
     print("| CNN preset | " + " | ".join(f"{s} px" for s in cfg.train_sizes) + " |")
     print("|---|" + "---:|" * len(cfg.train_sizes))
     for backbone in cfg.train_backbones:
@@ -150,10 +174,11 @@ def run_bench_dfo(cfg: BenchDfoConfig) -> None:
     print("reference's way; medians):\n")
     print("| CNN preset | DFO samples x iters | images | fast | naive | speed-up | same answers | max diff | other seed |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    settings = [DFOConfig(num_samples=cfg.ref_samples, iterations=cfg.ref_iterations), DFOConfig()]
     for backbone in cfg.backbones:
         policy = trained_policy(backbone, 96, cfg.dfo_train_steps, cfg.seed, cfg.device)[0].eval()
-        for dfo_cfg in settings:
+        own = policy.config.optimizer
+        assert isinstance(own, DFOConfig)
+        for dfo_cfg in (replace(own, num_samples=cfg.ref_samples, iterations=cfg.ref_iterations), own):
             for imgs in (images[:1], images):
                 r = time_dfo(policy, imgs, cfg, dfo_cfg)
                 print(

@@ -99,7 +99,7 @@ def _run_cells(cfg: BenchmarkConfig, todo: list[Cell], bar: tqdm) -> None:
             finished()
         return
     # Longest first: implicit cells (DFO at evaluation) before explicit ones.
-    todo = sorted(todo, key=lambda c: c.policy != "implicit")
+    todo = sorted(todo, key=lambda c: not c.policy.startswith("implicit"))
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch/pybullet state
     pool = ProcessPoolExecutor(max_workers=min(cfg.jobs, len(todo)), mp_context=ctx)
     try:

@@ -27,6 +27,7 @@ from demos.benchmark_config import BenchmarkConfig, Cell, action_type_kwargs
 from demos.collect import CollectConfig, collect
 from demos.evaluate import summarize
 from demos.train import TrainJobConfig, run_train
+from ebm_policy import TrainConfig
 from ebm_policy.fileio import atomic_path, write_text_atomic
 
 
@@ -107,13 +108,15 @@ def run_cell(cfg: BenchmarkConfig, cell: Cell) -> list[dict[str, Any]]:
     run_dir = cell_dir(cfg, cell) / "run"
     t0, cpu0 = time.perf_counter(), time.process_time()
     with contextlib.redirect_stdout(io.StringIO()):
+        policy, configs = cfg.policy_configs(cell.policy)
         run_train(TrainJobConfig(
             data=cfg.dataset_path(cell.env, cell.action_type, cell.n_demos),
-            policy=cell.policy,  # type: ignore[arg-type]
-            out=run_dir, env=cell.env, steps=cfg.steps, batch_size=cfg.batch_size,
-            counter_examples=cfg.counter_examples, dfo_samples=cfg.dfo_samples, seed=cell.seed,
-            resume=True, threads=1, ckpt_interval=cfg.keep_every, keep_every=cfg.keep_every,
-            progress=False,
+            policy=policy,  # type: ignore[arg-type]
+            out=run_dir, env=cell.env, resume=True, policies=configs,
+            train=TrainConfig(
+                steps=cfg.steps, batch_size=cfg.batch_size, seed=cell.seed, num_threads=1,
+                ckpt_interval=cfg.keep_every, keep_every=cfg.keep_every, progress=False,
+            ),
         ))
     train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     rows = evaluate_checkpoints(cfg, cell, run_dir)

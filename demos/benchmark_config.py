@@ -16,11 +16,15 @@ from typing import Any
 import envs
 from demos.args import help_field, one_of, registered_env
 from demos.collect import CollectConfig
-from demos.train import TrainJobConfig
+from demos.train import PolicyConfigs
+from ebm_policy import DFOConfig, ImplicitPolicyConfig, InfoNCEConfig, TrainConfig
+from ebm_policy.config import config_to_dict
 from envs.base import SIZE_RANGE
 
 DEFAULT_ENVS: tuple[str, ...] = ("ibc/ReachAroundObstacle-v0",)
-POLICIES: tuple[str, ...] = ("implicit", "explicit")
+# "implicit" is the --implicit config (DFO by default); "implicit-<method>" takes the paper's
+# training objective and inference optimizer of <method> and the rest from --implicit.
+POLICIES: tuple[str, ...] = ("implicit", "explicit", "implicit-langevin", "implicit-autoregressive_dfo")
 ACTION_TYPES: tuple[str, ...] = ("position", "delta")
 
 # Whether ``CollectConfig`` (and so the envs) takes an action type yet; see action_type_kwargs.
@@ -29,8 +33,10 @@ COLLECT_HAS_ACTION_TYPE = "action_type" in {f.name for f in dataclasses.fields(C
 # What --quick replaces: a grid of seconds (tiny images, few demos, steps and episodes).
 QUICK: dict[str, Any] = {
     "image_size": 32, "demos": (2, 4), "seeds": (0,), "steps": 20, "batch_size": 8,
-    "keep_every": 10, "eval_episodes": 2, "eval_last": 2, "early_eval_episodes": 0,
-    "counter_examples": 16, "dfo_samples": 128, "eval_envs": 1,
+    "keep_every": 10, "eval_episodes": 2, "eval_last": 2, "early_eval_episodes": 0, "eval_envs": 1,
+    "models": PolicyConfigs(
+        implicit=ImplicitPolicyConfig(loss=InfoNCEConfig(num_counter_examples=16), optimizer=DFOConfig(num_samples=128))
+    ),
 }
 
 # Options that do not change the results (left out of grid.json and of the rows).
@@ -83,7 +89,7 @@ class BenchmarkConfig:
 
     out: Path = help_field(Path("benchmark"), "results folder (grid.json, results.jsonl, summary.md, plots)")
     envs: tuple[str, ...] = help_field(DEFAULT_ENVS, "env ids", check=registered_env)
-    policies: tuple[str, ...] = help_field(POLICIES, f"policies ({', '.join(POLICIES)})", check=one_of(*POLICIES))
+    policies: tuple[str, ...] = help_field(POLICIES[:2], f"policies ({', '.join(POLICIES)})", check=one_of(*POLICIES))
     seeds: tuple[int, ...] = help_field((0, 1, 2), "training seeds (weights, data order, counter-examples)", min=0)
     demos: tuple[int, ...] = help_field(
         (30, 300), "numbers of demos (the first N episodes of one collection of the largest)", min=1
@@ -91,16 +97,15 @@ class BenchmarkConfig:
     action_types: tuple[str, ...] = help_field(("position",), f"env action types ({', '.join(ACTION_TYPES)})", check=one_of(*ACTION_TYPES))
     data_seed: int = help_field(0, "demo episode i is reset with data-seed + i (the expert's seed too)", min=0)
     image_size: int = help_field(64, "observation image size in pixels", min=SIZE_RANGE[0], max=SIZE_RANGE[1])
-    steps: int = help_field(2000, "training steps per cell (a multiple of --keep-every)", min=1)
-    batch_size: int = help_field(32, "training batch size", min=1)
+    steps: int = help_field(TrainConfig().steps, "training steps per cell (a multiple of --keep-every)", min=1)
+    batch_size: int = help_field(TrainConfig().batch_size, "training batch size", min=1)
     keep_every: int = help_field(250, "keep and evaluate a checkpoint every this many steps", min=1)
     eval_episodes: int = help_field(50, "evaluation episodes of each of the last --eval-last checkpoints", min=1)
     eval_last: int = help_field(5, "checkpoints evaluated with --eval-episodes (and the stability spread)", min=1)
     early_eval_episodes: int = help_field(10, "evaluation episodes of each earlier checkpoint (0: skip them)", min=0)
     eval_seed: int = help_field(100_000, "evaluation episode i is reset with eval-seed + i (disjoint from the demos)", min=0)
     eval_envs: int = help_field(1, "sub-envs stepped together during evaluation (the policy's batch)", min=1)
-    counter_examples: int = help_field(TrainJobConfig.counter_examples, "InfoNCE counter-examples (implicit)", min=1)
-    dfo_samples: int = help_field(TrainJobConfig.dfo_samples, "DFO samples at inference (implicit)", min=1)
+    models: PolicyConfigs = help_field(factory=PolicyConfigs, flatten=True, help="the policies' configs")
     jobs: int = help_field(2, "cells run side by side (one process and torch thread each)", min=1)
     quick: bool = help_field(False, f"a tiny grid of seconds (sets {', '.join(QUICK)})")
     fresh: bool = help_field(False, "delete the results folder's previous grid first")
@@ -114,22 +119,38 @@ class BenchmarkConfig:
         return replace(self, quick=False, **QUICK) if self.quick else self
 
     def grid_dict(self) -> dict[str, Any]:
-        """Every setting that changes the results, JSON-ready (stored as ``grid.json``)."""
+        """Every setting that changes the results, JSON-ready (stored as ``grid.json``); the
+        policies' configs as ``config_to_dict`` gives them."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in RUN_OPTIONS}
+        d["models"] = config_to_dict(self.models)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     def row_settings(self) -> dict[str, Any]:
-        """The scalar settings every results row carries (the grid's lists vary per cell)."""
-        return {k: v for k, v in self.grid_dict().items() if not isinstance(v, list)}
+        """The scalar settings every results row carries (the grid's lists and configs vary per
+        cell or live in grid.json)."""
+        return {k: v for k, v in self.grid_dict().items() if not isinstance(v, (list, dict))}
 
     def command_line(self) -> str:
-        """An ``ibc-gym benchmark`` command that runs this grid (options off their defaults)."""
+        """An ``ibc-gym benchmark`` command that runs this grid (grid options off their
+        defaults; changed policy configs are marked, their values are in grid.json)."""
         parts = ["ibc-gym benchmark", f"--out {self.out}"]
         defaults = BenchmarkConfig().grid_dict()
         for k, v in self.grid_dict().items():
-            if v != defaults[k]:
+            if k == "models":
+                if v != defaults[k]:
+                    parts.append("[--implicit.*/--explicit.* as in grid.json]")
+            elif v != defaults[k]:
                 parts.append(f"--{k.replace('_', '-')} " + (" ".join(map(str, v)) if isinstance(v, list) else str(v)))
         return " ".join(parts)
+
+    def policy_configs(self, policy: str) -> tuple[str, PolicyConfigs]:
+        """``(policy class, configs)`` that train the grid's ``policy`` (see ``POLICIES``)."""
+        if not policy.startswith("implicit-"):
+            return policy, self.models
+        method = policy.removeprefix("implicit-")
+        pair = ImplicitPolicyConfig.for_method(method)  # type: ignore[arg-type]
+        implicit = replace(self.models.implicit, loss=pair.loss, optimizer=pair.optimizer)
+        return "implicit", replace(self.models, implicit=implicit)
 
     def kept_steps(self) -> list[int]:
         return list(range(self.keep_every, self.steps + 1, self.keep_every))
@@ -182,7 +203,7 @@ def _check_grid(cfg: BenchmarkConfig) -> None:
         if s < 0:
             raise ValueError(f"--seeds must be non-negative, got {s}")
     positive = ("image_size", "steps", "batch_size", "keep_every", "eval_episodes", "eval_last",
-                "eval_envs", "counter_examples", "dfo_samples", "jobs")
+                "eval_envs", "jobs")
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")

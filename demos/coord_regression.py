@@ -6,8 +6,10 @@ InfoNCE and answers by DFO, the explicit one regresses the target under MSE (dro
 decay 1e-4). Splits: ``standard`` (test blocks anywhere) and ``extrapolation`` (training blocks
 only in the left half of the image, test blocks only in the right half).
 
-The data functions (``sample_centers``, ``render_blocks``, ``make_split``...) are importable for
-visualizations.
+The settings are named presets (``COORD_REGRESSION_IMPLICIT``, ``COORD_REGRESSION_EXPLICIT``,
+``COORD_REGRESSION_TRAIN``) that the command line changes option by option. The data functions
+(``sample_centers``, ``render_blocks``, ``make_split``...) and the presets are importable for
+visualizations and benchmarks.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import contextlib
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,8 +26,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from demos.args import help_field
+from demos.args import check_options, help_field, one_of
 from ebm_policy import (
+    AutoregressiveDFOConfig,
+    BackboneConfig,
     CNNConfig,
     DFOConfig,
     EBMConfig,
@@ -38,6 +42,7 @@ from ebm_policy import (
     OptimConfig,
     SoftArgmaxConfig,
     TrainConfig,
+    config_to_dict,
     train,
 )
 from ebm_policy.fileio import write_json_atomic
@@ -131,63 +136,103 @@ def make_split(
 
 
 # ------------------------------------------------------------------------ command
+COORD_REGRESSION_BACKBONE = BackboneConfig(
+    cnn=CNNConfig(
+        channels=(16, 32, 32), strides=(2, 1, 1), out_channels=16, coord_conv=False, center_input=True,
+        conv_bias=False,
+    ),
+    softargmax=SoftArgmaxConfig(temperature=0.1),
+)
+"""The backbone both policies of the experiment share: CNN preset ``fast`` (a stride-2 stem,
+channels 16/32/32, 16 keypoint maps), no CoordConv, median-centred input, bias-free 3x3
+convolutions, soft-argmax temperature 0.1."""
+
+COORD_REGRESSION_IMPLICIT = ImplicitPolicyConfig(
+    model=EBMConfig(action_dim=2, backbone=COORD_REGRESSION_BACKBONE, hidden_dims=(256,)),
+    loss=InfoNCEConfig(num_counter_examples=128),
+    optimizer=DFOConfig(num_samples=2048, iterations=5, resampling="stratified"),
+    optim=OptimConfig(lr=1e-3, scheduler="cosine"),
+)
+"""The experiment's implicit policy: InfoNCE over 128 uniform counter-examples, DFO with 2,048
+samples x 5 iterations at test time, Adam at lr 1e-3 decayed to 0 by a cosine schedule."""
+
+COORD_REGRESSION_EXPLICIT = ExplicitPolicyConfig(
+    model=ExplicitConfig(action_dim=2, backbone=COORD_REGRESSION_BACKBONE, hidden_dims=(256,), dropout=0.1),
+    optim=OptimConfig(lr=1e-3, weight_decay=1e-4, scheduler="cosine"),
+)
+"""The experiment's explicit baseline, the reference's: MSE regression with dropout 0.1 and
+weight decay 1e-4, the same backbone and schedule as the implicit policy."""
+
+COORD_REGRESSION_TRAIN = TrainConfig(
+    steps=2000, batch_size=8, log_interval=100, ckpt_interval=2000, num_threads=None, tensorboard=False
+)
+"""The experiment's training loop: 2,000 steps of batch 8 (torch's default thread count)."""
+
+
 @dataclass(frozen=True)
 class CoordRegressionConfig:
+    """Options of ``ibc-gym coord-regression``.
+
+    The policies are the named presets above, changed by ``--implicit.*`` and ``--explicit.*``
+    (e.g. ``--implicit.optimizer.num-samples 1024``, ``--implicit.model.cnn.strides 1 1 1``;
+    change both to keep the backbones alike); the training loop is ``TrainConfig``, its options
+    flattened as in ``ibc-gym train`` (``--steps``, ``--batch-size``, ``--seed``,
+    ``--num-threads``, ``--no-progress``...). ``--seed`` also draws the images.
+    """
+
     train_sizes: tuple[int, ...] = help_field((10, 30), "numbers of training images (one run each)", min=1)
     test_size: int = help_field(500, "held-out test images", min=1)
     split: Literal["standard", "extrapolation", "both"] = help_field(
-        "standard", "standard: test anywhere; extrapolation: train in the left half, test in the right"
+        "standard", "standard: test anywhere; extrapolation: train in the left half, test in the right",
+        check=one_of("standard", "extrapolation", "both"),
     )
-    models: Literal["both", "implicit", "explicit"] = help_field("both", "which policies to train")
-    steps: int = help_field(2000, "gradient steps of the implicit model", min=1)
-    explicit_steps: int | None = help_field(None, "gradient steps of the explicit model; none = --steps", min=1)
-    batch_size: int = help_field(8, "training batch size", min=1)
-    counter_examples: int = help_field(128, "InfoNCE counter-examples per example", min=1)
-    lr: float = help_field(1e-3, "Adam learning rate (cosine-decayed to 0)", above=0)
-    backbone: Literal["full", "fast", "faster"] = help_field(
-        "fast", "CNN speed preset: full 96x96 resolution (the reference), fast: stride-2 stem, "
-        "faster: two stride-2 stages"
+    models: Literal["both", "implicit", "explicit"] = help_field(
+        "both", "which policies to train", check=one_of("both", "implicit", "explicit")
     )
-    temperature: float = help_field(0.1, "spatial soft-argmax temperature", above=0)
-    coord_conv: bool = help_field(False, "append coordinate channels to the input (the reference's option)")
-    center_input: bool = help_field(True, "subtract each image's per-channel median (its background)")
-    conv_bias: bool = help_field(False, "biases in the 3x3 convolutions")
-    dfo_samples: int = help_field(2048, "DFO samples at evaluation", min=1)
-    dfo_iterations: int = help_field(5, "DFO iterations at evaluation", min=0)
+    explicit_steps: int | None = help_field(None, "gradient steps of the explicit model (None: --steps)", min=1)
     resolution: int = help_field(96, "image size in pixels", min=16)
-    seed: int = help_field(0, "seed of the data, the weights and the training order", min=0)
-    threads: int | None = help_field(None, "torch threads (default: torch's choice, the core count)", min=1)
     out: Path | None = help_field(None, "directory for run dirs, results.json and results.md")
     quick: bool = help_field(False, "tiny smoke-test version (32 px images, a few steps; seconds)")
-    progress: bool = help_field(True, "show progress bars")
-
-
-QUICK = {
-    "train_sizes": (4,), "test_size": 16, "steps": 8, "explicit_steps": 8, "batch_size": 4,
-    "counter_examples": 16, "dfo_samples": 64, "dfo_iterations": 2, "resolution": 32,
-}
-
-
-def make_policy(kind: str, cfg: CoordRegressionConfig, seed: int) -> ImplicitPolicy | ExplicitPolicy:
-    """The implicit or explicit policy of the experiment (same backbone for both)."""
-    cnn = CNNConfig.preset(
-        cfg.backbone, coord_conv=cfg.coord_conv, center_input=cfg.center_input, conv_bias=cfg.conv_bias
+    implicit: ImplicitPolicyConfig = help_field(
+        factory=lambda: COORD_REGRESSION_IMPLICIT,
+        help="the implicit policy (EBM + InfoNCE + DFO; model.action_dim is 2)",
     )
-    softargmax = SoftArgmaxConfig(temperature=cfg.temperature)
-    low, high = target_bounds(cfg.resolution)
-    if kind == "implicit":
-        icfg = ImplicitPolicyConfig(
-            model=EBMConfig(action_dim=2, cnn=cnn, softargmax=softargmax),
-            infonce=InfoNCEConfig(num_counter_examples=cfg.counter_examples),
-            dfo=DFOConfig(num_samples=cfg.dfo_samples, iterations=cfg.dfo_iterations),
-            optim=OptimConfig(lr=cfg.lr, scheduler="cosine"),
-        )
-        return ImplicitPolicy(icfg, low, high, seed=seed)
-    ecfg = ExplicitPolicyConfig(
-        model=ExplicitConfig(action_dim=2, cnn=cnn, softargmax=softargmax, dropout=0.1),
-        optim=OptimConfig(lr=cfg.lr, scheduler="cosine", weight_decay=1e-4),
+    explicit: ExplicitPolicyConfig = help_field(
+        factory=lambda: COORD_REGRESSION_EXPLICIT,
+        help="the explicit baseline (MSE; model.action_dim is 2)",
     )
-    return ExplicitPolicy(ecfg, low, high, seed=seed)
+    train: TrainConfig = help_field(
+        factory=lambda: COORD_REGRESSION_TRAIN, flatten=True, help="the training loop of both policies"
+    )
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+def quick_config(cfg: CoordRegressionConfig) -> CoordRegressionConfig:
+    """The tiny smoke-test version of ``cfg`` (``--quick``): 4 training and 16 test images of
+    32 px, 8 steps of batch 4, 16 counter-examples, 64 inference samples (2 DFO iterations)."""
+    imp = cfg.implicit
+    small: dict[str, Any] = {"num_samples": 64}
+    if isinstance(imp.optimizer, (DFOConfig, AutoregressiveDFOConfig)):
+        small["iterations"] = 2
+    implicit = replace(
+        imp, loss=replace(imp.loss, num_counter_examples=16), optimizer=replace(imp.optimizer, **small)
+    )
+    return replace(
+        cfg, train_sizes=(4,), test_size=16, explicit_steps=8, resolution=32,
+        train=replace(cfg.train, steps=8, batch_size=4), implicit=implicit,
+    )
+
+
+def make_policy(
+    config: ImplicitPolicyConfig | ExplicitPolicyConfig, resolution: int, seed: int
+) -> ImplicitPolicy | ExplicitPolicy:
+    """The policy ``config`` describes, bounded by the targets of ``resolution`` px images."""
+    low, high = target_bounds(resolution)
+    if isinstance(config, ImplicitPolicyConfig):
+        return ImplicitPolicy(config, low, high, seed=seed)
+    return ExplicitPolicy(config, low, high, seed=seed)
 
 
 def pixel_errors(
@@ -205,20 +250,19 @@ def run_one(
     cfg: CoordRegressionConfig, split: Literal["standard", "extrapolation"], n: int, kind: str, out: Path
 ) -> dict[str, Any]:
     """Train one policy on ``n`` images of ``split`` and evaluate it on the test set."""
-    train_set, test_set = make_split(split, n, cfg.test_size, cfg.seed, resolution=cfg.resolution)
-    policy = make_policy(kind, cfg, cfg.seed)
-    steps = cfg.steps if kind == "implicit" else (cfg.explicit_steps or cfg.steps)
-    tcfg = TrainConfig(
-        steps=steps, batch_size=cfg.batch_size, seed=cfg.seed, log_interval=max(1, steps // 20),
-        ckpt_interval=steps, energy_snapshots=5 if kind == "implicit" else 0, progress=cfg.progress,
-        tensorboard=False,
-    )
-    meta = {"experiment": "coord-regression", "split": split, "train_size": n}
+    seed = cfg.train.seed
+    train_set, test_set = make_split(split, n, cfg.test_size, seed, resolution=cfg.resolution)
+    policy = make_policy(cfg.implicit if kind == "implicit" else cfg.explicit, cfg.resolution, seed)
+    steps = cfg.train.total_steps(n)
+    if kind == "explicit" and cfg.explicit_steps is not None:
+        steps = cfg.explicit_steps
+    tcfg = replace(cfg.train, steps=steps, epochs=None)
+    meta = {"experiment": "coord-regression", "split": split, "train_size": n, "resolution": cfg.resolution}
     t0 = time.perf_counter()
     train(policy, train_set, tcfg, out, metadata=meta)
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    err = pixel_errors(policy, test_set, cfg.resolution, cfg.seed)
+    err = pixel_errors(policy, test_set, cfg.resolution, seed)
     eval_s = time.perf_counter() - t0
     return {
         "split": split, "train_size": n, "model": kind, "steps": steps,
@@ -249,13 +293,13 @@ def markdown_tables(rows: list[dict[str, Any]]) -> str:
 def run_coord_regression(cfg: CoordRegressionConfig) -> dict[str, Any]:
     """Train and evaluate every (split, train size, model); print and return the results."""
     if cfg.quick:
-        cfg = replace(cfg, **QUICK)  # type: ignore[arg-type]
-    if min(cfg.train_sizes) < 1 or cfg.test_size < 1 or cfg.steps < 1:
-        raise ValueError("train sizes, --test-size and --steps must be positive")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+        cfg = quick_config(cfg)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
     splits = ["standard", "extrapolation"] if cfg.split == "both" else [cfg.split]
     kinds = ["implicit", "explicit"] if cfg.models == "both" else [cfg.models]
+    if len(kinds) == 2 and cfg.implicit.model.backbone != cfg.explicit.model.backbone:
+        print("note: the implicit and explicit backbones differ (--implicit.model.* vs --explicit.model.*)")
     rows = []
     with _run_root(cfg.out) as root:
         for split in splits:
@@ -269,7 +313,7 @@ def run_coord_regression(cfg: CoordRegressionConfig) -> dict[str, Any]:
     tables = markdown_tables(rows)
     print(f"\n## Coordinate regression ({cfg.resolution} px, {cfg.test_size} test images, "
           f"{torch.get_num_threads()} threads)\n\n{tables}")
-    result = {"config": _jsonable(asdict(cfg)), "results": rows}
+    result = {"config": _jsonable(config_to_dict(cfg)), "results": rows}
     if cfg.out is not None:
         write_json_atomic(cfg.out / "results.json", result)  # strict: an undefined error is null
         (cfg.out / "results.md").write_text(tables)

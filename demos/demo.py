@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,8 +21,10 @@ from demos.args import help_field, one_of, registered_env
 from demos.collect import CollectConfig, collect
 from demos.evaluate import EvalConfig, evaluate, write_json_atomic
 from demos.report import ReportConfig, write_report
-from demos.train import TrainJobConfig, run_train
+from demos.train import PolicyConfigs, TrainJobConfig, run_train
 from demos.video import VideoConfig, record_videos
+from ebm_policy import TrainConfig
+from ebm_policy.config import config_to_dict
 from envs.base import SIZE_RANGE
 
 
@@ -36,21 +38,16 @@ class DemoConfig:
     action_type: Literal["position", "delta"] = help_field(
         "position", "actions: absolute set-points, or displacements of the set-point per step"
     )
-    steps: int = help_field(2000, "training steps per policy", min=1)
-    batch_size: int = help_field(32, "training batch size", min=1)
     eval_episodes: int = help_field(50, "evaluation episodes per policy", min=1)
     num_envs: int = help_field(2, "parallel sub-envs during evaluation", min=1)
     videos: int = help_field(2, "videos per evaluation", min=0)
-    seed: int = help_field(0, "seed of the demos and the training runs", min=0)
-    # CNN options passed to `ibc-gym train` (its defaults; the earlier env settings are
-    # --coord-conv --temperature 1.0 --no-center-input --conv-bias)
-    coord_conv: bool = help_field(TrainJobConfig.coord_conv, "CoordConv input channels (see `ibc-gym train`)")
-    temperature: float = help_field(TrainJobConfig.temperature, "soft-argmax temperature (see `ibc-gym train`)", above=0)
-    center_input: bool = help_field(TrainJobConfig.center_input, "median-centred input (see `ibc-gym train`)")
-    conv_bias: bool = help_field(TrainJobConfig.conv_bias, "3x3 convolution biases (see `ibc-gym train`)")
     parallel: bool = help_field(True, "train the policies of an env side by side, one process and thread each")
     fresh: bool = help_field(False, "delete --out first instead of reusing finished stages")
-    progress: bool = help_field(True, "show progress bars")
+    models: PolicyConfigs = help_field(factory=PolicyConfigs, flatten=True, help="the policies (as `ibc-gym train`)")
+    train: TrainConfig = help_field(
+        factory=TrainConfig, flatten=True,
+        help="training (as `ibc-gym train`; --seed also seeds the demos, --progress every stage)",
+    )
 
 
 def _slug(env_id: str, action_type: str = "position") -> str:
@@ -69,8 +66,8 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
         data = cfg.out / "data" / f"{_slug(env_id, cfg.action_type)}.h5"
         if not data.exists():
             collect(CollectConfig(
-                env=env_id, episodes=cfg.episodes, out=data, seed=cfg.seed,
-                image_size=cfg.image_size, action_type=cfg.action_type, progress=cfg.progress,
+                env=env_id, episodes=cfg.episodes, out=data, seed=cfg.train.seed,
+                image_size=cfg.image_size, action_type=cfg.action_type, progress=cfg.train.progress,
             ))
         record_videos(VideoConfig(
             env=env_id, agent="expert", episodes=1, seed=100_000,
@@ -79,9 +76,8 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
         train_jobs = [
             TrainJobConfig(
                 data=data, policy=policy, out=cfg.out / "runs" / _slug(env_id, cfg.action_type) / policy,  # type: ignore[arg-type]
-                env=env_id, steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed, resume=True,
-                threads=1, progress=cfg.progress and not cfg.parallel, coord_conv=cfg.coord_conv,
-                temperature=cfg.temperature, center_input=cfg.center_input, conv_bias=cfg.conv_bias,
+                env=env_id, resume=True, policies=cfg.models,
+                train=replace(cfg.train, progress=cfg.train.progress and not cfg.parallel),
             )
             for policy in cfg.policies
         ]
@@ -96,7 +92,7 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
             else:
                 metrics = evaluate(EvalConfig(
                     ckpt=ckpt, episodes=cfg.eval_episodes, num_envs=cfg.num_envs,
-                    videos=cfg.videos, progress=cfg.progress,
+                    videos=cfg.videos, progress=cfg.train.progress,
                 ))
             report = write_report(ReportConfig(run_dir=run_dir))
             lo, hi = metrics["eval/success_ci95"]
@@ -111,7 +107,7 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
                 "run": str(run_dir),
                 "report": str(report),
             })
-    write_json_atomic(cfg.out / "summary.json", {"rows": rows, "config": {k: str(v) for k, v in vars(cfg).items()}})
+    write_json_atomic(cfg.out / "summary.json", {"rows": rows, "config": json.loads(json.dumps(config_to_dict(cfg), default=str))})
     table = format_table(rows)
     (cfg.out / "summary.md").write_text(table + "\n")
     print()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +20,7 @@ from demos.media import video_name, write_video
 from ebm_policy import fileio
 from ebm_policy.checkpoint import CheckpointError
 from ebm_policy.config import config_to_dict
+from ebm_policy.optimizers import OptimizerConfig
 from ebm_policy.runlock import FolderLock
 from envs.base import SIZE_RANGE
 
@@ -38,24 +39,17 @@ class EvalConfig:
         None, "the env's action type (default: the checkpoint's; another one is refused)"
     )
     out: Path | None = help_field(
-        None, "output folder (default: <ckpt folder>/eval, or eval_dfo-<samples>x<iters>-<resampling> with --dfo-*)"
+        None, "output folder (default: <ckpt folder>/eval, or eval_<optimizer> with --optimizer, e.g. eval_dfo-16384x3-stratified)"
     )
     threads: int = help_field(1, "torch threads for the policy (small models run fastest on 1)", min=1)
-    dfo_samples: int | None = help_field(None, "implicit: DFO samples (default: the checkpoint's)", min=1)
-    dfo_iterations: int | None = help_field(None, "implicit: DFO iterations (default: the checkpoint's)", min=0)
-    dfo_resampling: Literal["stratified", "multinomial"] | None = help_field(
-        None, "implicit: DFO resampling scheme (default: the checkpoint's)"
+    optimizer: OptimizerConfig | None = help_field(
+        None, "implicit: the inference optimizer (none: the checkpoint's; a kind starts from its defaults)"
     )
     progress: bool = help_field(True, "show a progress bar")
 
     def __post_init__(self) -> None:
         check_options(self)
 
-    def dfo_overrides(self) -> dict[str, Any]:
-        """The DFO options given on the command line, as ``DFOConfig`` field names."""
-        given = {"num_samples": self.dfo_samples, "iterations": self.dfo_iterations,
-                 "resampling": self.dfo_resampling}
-        return {k: v for k, v in given.items() if v is not None}
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -99,26 +93,25 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     fileio.write_json_atomic(path, data)
 
 
-def apply_dfo_overrides(agent: Any, overrides: dict[str, Any]) -> dict[str, Any] | None:
-    """Set the implicit agent's DFO options given in ``overrides``; returns its DFO config as a
-    dict (``None`` for agents without a DFO, which refuse overrides)."""
-    policy = getattr(agent, "policy", None)
-    if getattr(agent, "kind", None) != "implicit" or policy is None:
-        if overrides:
-            raise ValueError(f"--dfo-* options apply to implicit policies, not to {agent.kind}")
-        return None
-    if overrides:
-        policy.set_dfo_config(replace(policy.config.dfo, **overrides))
-    return config_to_dict(policy.config.dfo)
+def optimizer_slug(optimizer: dict[str, Any]) -> str:
+    """A folder-name summary of an optimizer config dict: ``dfo-16384x3-stratified``,
+    ``langevin-512x50``, ``autoregressive_dfo-1024x3``."""
+    kind = optimizer["kind"]
+    if kind == "dfo":
+        return f"dfo-{optimizer['num_samples']}x{optimizer['iterations']}-{optimizer['resampling']}"
+    if kind == "langevin":
+        return f"langevin-{optimizer['num_samples']}x{optimizer['chain']['steps']}"
+    steps = optimizer.get("iterations", optimizer.get("steps", ""))
+    return f"{kind}-{optimizer.get('num_samples', '')}x{steps}"
 
 
-def eval_folder_name(overrides: dict[str, Any], dfo: dict[str, Any] | None) -> str:
-    """``eval`` for the checkpoint's own settings; with DFO overrides a folder named by the DFO
-    used (``eval_dfo-16384x3-stratified``), so the default ``eval/metrics.json`` that ``demo``
-    and ``report`` read keeps describing the checkpoint as trained."""
-    if not overrides or dfo is None:
+def eval_folder_name(chosen: bool, optimizer: dict[str, Any] | None) -> str:
+    """``eval`` for the checkpoint's own settings; with ``--optimizer`` a folder named by it
+    (``eval_dfo-16384x3-stratified``), so the default ``eval/metrics.json`` that ``demo`` and
+    ``report`` read is never overwritten by a run with other inference settings."""
+    if not chosen or optimizer is None:
         return "eval"
-    return f"eval_dfo-{dfo['num_samples']}x{dfo['iterations']}-{dfo['resampling']}"
+    return f"eval_{optimizer_slug(optimizer)}"
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
@@ -129,16 +122,17 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     and no folder behind when it created it.
     """
     torch.set_num_threads(cfg.threads)
-    agent = load_agent(cfg.ckpt, env_id=cfg.env)
-    overrides = cfg.dfo_overrides()
-    dfo = apply_dfo_overrides(agent, overrides)
+    agent = load_agent(cfg.ckpt, env_id=cfg.env, optimizer=cfg.optimizer)
+    policy_config = getattr(getattr(agent, "policy", None), "config", None)
+    optimizer = getattr(policy_config, "optimizer", None)
+    optimizer_dict = config_to_dict(optimizer) if optimizer is not None else None
     env_id = cfg.env or agent.env_id
     if env_id not in registered_env_ids():
         raise CheckpointError(
             f"{cfg.ckpt}: trained on {env_id!r}, which is not a registered env here "
             f"({', '.join(registered_env_ids())}); pass --env to evaluate it on another"
         )
-    out = cfg.out or Path(cfg.ckpt).parent / eval_folder_name(overrides, dfo)
+    out = cfg.out or Path(cfg.ckpt).parent / eval_folder_name(cfg.optimizer is not None, optimizer_dict)
     seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
     overlap = set(seeds) & set(agent.train_seeds)
     if overlap:
@@ -152,7 +146,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             for folder in (out, out / "videos"):
                 for path in fileio.remove_stale_temporaries(folder):
                     print(f"removed {path}, left behind by an interrupted write", file=sys.stderr)
-            metrics = _evaluate(cfg, agent, env_id, seeds, out, dfo)
+            metrics = _evaluate(cfg, agent, env_id, seeds, out, optimizer_dict)
         except BaseException:
             if created:
                 lock.discard_folder()
@@ -172,7 +166,7 @@ def _evaluate(
     env_id: str,
     seeds: list[int],
     out: Path,
-    dfo: dict[str, Any] | None,
+    optimizer: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """Roll out, write the videos and ``metrics.json``; returns the metrics."""
     num_envs = max(1, min(cfg.num_envs, cfg.episodes))
@@ -203,7 +197,7 @@ def _evaluate(
         "policy": agent.kind,
         "checkpoint": str(cfg.ckpt),
         "num_envs": num_envs,
-        "dfo": dfo,
+        "optimizer": optimizer,
         "seeds": seeds,
         "episode_success": [bool(ep.success) for ep in episodes],
         "episode_lengths": [ep.length for ep in episodes],

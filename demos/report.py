@@ -1,8 +1,9 @@
 """``ibc-gym report``: one self-contained HTML page of a training run.
 
 ``<run_dir>/report.html`` holds the run's title (env, policy, step, dataset), the evaluation metrics
-(from ``ibc-gym eval``), the training curves, for implicit policies the energy-landscape and DFO
-figures of a few evaluation observations and the InfoNCE snapshots, and the rollout videos. Images
+(from ``ibc-gym eval``), the training curves, for implicit policies the energy-landscape and
+inference-optimizer (the checkpoint's DFO, Langevin or autoregressive DFO) figures of a few
+evaluation observations and the InfoNCE snapshots, and the rollout videos. Images
 and videos are embedded as base64 data URIs, so the one file can be opened or mailed on its own.
 """
 
@@ -21,7 +22,7 @@ from matplotlib.figure import Figure
 from agents.learned import load_agent
 from demos.args import help_field
 from demos.viz.base import torch_threads
-from demos.viz.dfo import DfoFigConfig, build_dfo
+from demos.viz.dfo import KIND_NAMES, DfoFigConfig, build_dfo
 from demos.viz.energy_2d import Energy2DConfig, build_energy_2d
 from demos.viz.infonce import SNAPSHOTS, InfoNCEFigConfig, build_infonce
 from demos.viz.plotting import new_figure
@@ -45,7 +46,7 @@ figcaption { font-size: .85em; color: #555; font-family: monospace; }
 @dataclass(frozen=True)
 class ReportConfig:
     run_dir: Path = help_field(Path("runs/implicit"), "run folder from `ibc-gym train` (and `ibc-gym eval`)", positional=True)
-    frames: int = help_field(2, "evaluation observations shown in the energy / DFO figures (implicit)", min=0)
+    frames: int = help_field(2, "evaluation observations shown in the energy / inference figures (implicit)", min=0)
     max_videos: int = help_field(5, "rollout videos embedded at most", min=0)
     resolution: int = help_field(61, "energy grid points per action dimension", min=2)
     dpi: int = help_field(80, "resolution of the embedded figures", min=1)
@@ -140,17 +141,18 @@ def _videos_section(run_dir: Path, eval_metrics: dict[str, Any] | None, max_vide
     return '<div class="videos">' + "".join(items) + "</div>"
 
 
-def _implicit_sections(cfg: ReportConfig, ckpt: Path, env_id: str, seeds: list[int]) -> str:
+def _implicit_sections(cfg: ReportConfig, ckpt: Path, env_id: str, seeds: list[int], optimizer: str) -> str:
     parts = ["<h2>Energy landscapes</h2>"]
     for s in seeds:
         fig = build_energy_2d(
             Energy2DConfig(ckpt=ckpt, env=env_id, env_seed=s, resolution=cfg.resolution, seed=0)
         )
         parts.append(f"<h3>reset seed {s}</h3>" + _img(fig, cfg.dpi, f"energy landscape, seed {s}"))
-    parts.append("<h2>DFO inference</h2>")
+    parts.append(f"<h2>{_esc(optimizer)} inference</h2>")
     for s in seeds:
         fig = build_dfo(DfoFigConfig(ckpt=ckpt, env=env_id, env_seed=s, seed=0))
-        parts.append(f"<h3>reset seed {s}</h3>" + _img(fig, cfg.dpi, f"DFO populations, seed {s}"))
+        alt = f"{optimizer} populations, seed {s}"
+        parts.append(f"<h3>reset seed {s}</h3>" + _img(fig, cfg.dpi, alt))
     if (ckpt.parent / SNAPSHOTS).is_file():
         fig = build_infonce(InfoNCEFigConfig(ckpt=ckpt))
         parts.append("<h2>InfoNCE energies during training</h2>" + _img(fig, cfg.dpi, "InfoNCE snapshots"))
@@ -200,7 +202,9 @@ def write_report(cfg: ReportConfig) -> Path:
         if agent.kind == "implicit" and cfg.frames > 0:
             seeds = [int(s) for s in (eval_metrics or {}).get("seeds", [])][: cfg.frames]
             seeds += [DEFAULT_EVAL_SEED + i for i in range(len(seeds), cfg.frames)]
-            parts.append(_implicit_sections(cfg, ckpt, agent.env_id, seeds))
+            kind = agent.policy.config.optimizer.kind  # type: ignore[union-attr]
+            optimizer = KIND_NAMES.get(kind, kind)
+            parts.append(_implicit_sections(cfg, ckpt, agent.env_id, seeds, optimizer))
         parts.append("<h2>Rollout videos</h2>")
         parts.append(_videos_section(run_dir, eval_metrics, cfg.max_videos))
 
@@ -218,7 +222,7 @@ def write_report(cfg: ReportConfig) -> Path:
 COMMANDS = [
     (
         "report",
-        "Write <run_dir>/report.html: metrics, training curves, energy/DFO figures and videos in one file.",
+        "Write <run_dir>/report.html: metrics, training curves, energy/inference figures and videos in one file.",
         ReportConfig,
         write_report,
     )

@@ -38,7 +38,7 @@ FIGURES = {
         run_infonce,
     ),
     "dfo": (
-        "Task 5: DFO populations per iteration over the energy contours.",
+        "Task 5: the inference optimizer's populations (DFO, Langevin, autoregressive DFO) over the energy contours.",
         DfoFigConfig,
         run_dfo,
     ),
@@ -72,7 +72,7 @@ FIGURES = {
 COMMANDS = [
     (
         "viz",
-        "Figures of energy landscapes, soft-argmax, InfoNCE, DFO and free energy.",
+        "Figures of energy landscapes, soft-argmax, InfoNCE, inference optimizers and free energy.",
         FIGURES,
         None,
     )

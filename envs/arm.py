@@ -2,8 +2,8 @@
 
 The arm is the xArm6 of ``pybullet_data`` (``xarm/xarm6_robot.urdf``), picked over the Franka
 Panda for render speed: its visual meshes are swapped for the URDF's own low-poly convex
-collision meshes at load time, which renders about 4x faster with TinyRenderer (measured at 96x96
-over a floor: ~2.4 ms instead of ~10 ms; the Panda with its meshes takes ~20 ms).
+collision meshes at load time, which renders several times faster with TinyRenderer (the README
+gives the measured render times; ``ibc-gym bench env`` measures them).
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ def test_rerun_skips_finished_cells(quick_out: Path, tmp_path: Path, monkeypatch
 
 BAD_GRIDS = [
     (["--envs", "ibc/Nope-v0"], "--envs: must be a registered env id"),
-    (["--policies", "implicit", "ppo"], "--policies: must be one of implicit, explicit, got 'ppo'"),
+    (["--policies", "implicit", "ppo"], "--policies: must be one of implicit, explicit, implicit-langevin, implicit-autoregressive_dfo, got 'ppo'"),
     (["--action-types", "sideways"], "--action-types: must be one of position, delta, got 'sideways'"),
     (["--demos", "0"], "--demos: must be an integer >= 1, got 0"),
     (["--demos", "10", "10"], "--demos lists a value twice"),

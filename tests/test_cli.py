@@ -145,13 +145,41 @@ def test_every_option_declares_its_valid_values(command: str, cls: type) -> None
             ["train", "--ckpt-interval", "0"],
             "argument --ckpt-interval: must be an integer >= 1, got 0",
         ),
-        (["train", "--keypoints", "0"], "argument --keypoints: must be an integer >= 1, got 0"),
-        (["train", "--steps", "-5"], "argument --steps: must be an integer >= 1, got -5"),
-        (["train", "--lr", "inf"], "argument --lr: must be a finite number > 0, got inf"),
         (
-            ["train", "--channels", "8", "8", "--strides", "2"],
-            "--channels and --strides need one value per",
+            ["train", "--cnn.out-channels", "0"],
+            "argument --cnn.out-channels: must be an integer >= 1, got 0",
         ),
+        (["train", "--steps", "-5"], "argument --steps: must be an integer >= 1, got -5"),
+        (
+            ["train", "--implicit.optim.lr", "inf"],
+            "argument --implicit.optim.lr: must be a finite number > 0, got inf",
+        ),
+        (
+            ["train", "--cnn.channels", "8", "8", "--cnn.strides", "2"],
+            "channels, strides and pools need one entry per stage",
+        ),
+        (
+            ["train", "--implicit.optimizer.steps", "50"],
+            "--implicit.optimizer.steps is not an option of --implicit.optimizer dfo (its options: "
+            "--implicit.optimizer.num-samples,",
+        ),
+        (
+            ["train", "--implicit", "langevin", "--implicit.optimizer.steps", "-1"],
+            "argument --implicit.optimizer.steps: must be an integer >= 1, got -1",
+        ),
+        (
+            ["train", "--implicit.optimizer", "simulated_annealing"],
+            "argument --implicit.optimizer: invalid choice: 'simulated_annealing' (choose from 'dfo', 'langevin', 'autoregressive_dfo')",
+        ),
+        (
+            ["train", "--implicit.optimizer", "autoregressive_dfo"],
+            "optimizer 'autoregressive_dfo' needs a model trained with loss 'autoregressive'",
+        ),
+        (
+            ["eval", "--optimizer", "langevin", "--optimizer.resampling", "stratified"],
+            "--optimizer.resampling is not an option of --optimizer langevin",
+        ),
+        (["train", "--keep-every", "300"], "keep_every (300) must be a multiple of ckpt_interval (500)"),
         (["train", "--steps", "many"], "argument --steps: invalid int value: 'many'"),
         (
             ["video", "--render-size", "5000"],
@@ -187,8 +215,12 @@ def test_library_configs_apply_the_same_rules() -> None:
 
     with pytest.raises(ValueError, match=r"--episodes must be an integer >= 1, got 0"):
         EvalConfig(episodes=0)
-    with pytest.raises(ValueError, match=r"--lr must be a finite number > 0, got nan"):
-        TrainJobConfig(lr=float("nan"))
+    from ebm_policy import OptimConfig, TrainConfig
+
+    with pytest.raises(ValueError, match=r"OptimConfig.lr must be a finite number > 0, got nan"):
+        OptimConfig(lr=float("nan"))
+    with pytest.raises(ValueError, match=r"TrainConfig.steps must be an integer >= 1, got 0"):
+        TrainJobConfig(train=TrainConfig(steps=0))
 
 
 def test_rule_descriptions() -> None:
@@ -203,6 +235,7 @@ def test_a_checkpoint_of_an_unregistered_env_is_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from ebm_policy import (
+    BackboneConfig,
         CNNConfig,
         ExplicitConfig,
         ExplicitPolicy,
@@ -212,7 +245,7 @@ def test_a_checkpoint_of_an_unregistered_env_is_named(
 
     cnn = CNNConfig(channels=(4,), strides=(1,), pools=(1,), out_channels=2)
     policy = ExplicitPolicy(
-        ExplicitPolicyConfig(model=ExplicitConfig(cnn=cnn, hidden_dims=(4,))), [-1, -1], [1, 1]
+        ExplicitPolicyConfig(model=ExplicitConfig(backbone=BackboneConfig(cnn=cnn), hidden_dims=(4,))), [-1, -1], [1, 1]
     )
     meta = {
         "env_id": "ibc/Gone-v0",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,9 @@ import pytest
 from demos.args import add_dataclass_arguments, dataclass_from_namespace
 from demos.coord_regression import (
     COMMANDS,
+    COORD_REGRESSION_EXPLICIT,
+    COORD_REGRESSION_IMPLICIT,
+    COORD_REGRESSION_TRAIN,
     GREEN,
     CoordRegressionConfig,
     centers_to_targets,
@@ -22,6 +26,7 @@ from demos.coord_regression import (
     target_bounds,
     targets_to_pixels,
 )
+from ebm_policy import DFOConfig, LangevinConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,7 +71,9 @@ def test_extrapolation_split_separates_the_halves() -> None:
 
 
 def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = CoordRegressionConfig(quick=True, split="both", out=tmp_path, progress=False)
+    cfg = CoordRegressionConfig(
+        quick=True, split="both", out=tmp_path, train=replace(COORD_REGRESSION_TRAIN, progress=False)
+    )
     result = run_coord_regression(cfg)
     rows = result["results"]
     assert {(r["split"], r["model"]) for r in rows} == {
@@ -76,19 +83,62 @@ def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert 0 <= r["median_px"] <= r["max_px"] and 0 <= r["under_1px"] <= 1 and r["train_s"] > 0
     out = capsys.readouterr().out
     assert "### implicit" in out and "### explicit" in out and "| mean px |" in out
-    assert json.loads((tmp_path / "results.json").read_text())["results"] == rows
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["results"] == rows
+    # the quick settings as run, nested as on the command line
+    assert saved["config"]["implicit"]["optimizer"] == {
+        **saved["config"]["implicit"]["optimizer"], "kind": "dfo", "num_samples": 64, "iterations": 2
+    }
+    assert (saved["config"]["train"]["steps"], saved["config"]["train"]["batch_size"]) == (8, 4)
     assert (tmp_path / "standard_n4_implicit" / "ckpt_last.pt").exists()
     assert (tmp_path / "standard_n4_implicit" / "energy_snapshots.npz").exists()
+
+
+def test_presets_are_the_experiments_settings() -> None:
+    """The settings the README's measurements were taken with."""
+    imp, exp, tr = COORD_REGRESSION_IMPLICIT, COORD_REGRESSION_EXPLICIT, COORD_REGRESSION_TRAIN
+    assert imp.model.backbone == exp.model.backbone  # one backbone for both
+    cnn = imp.model.backbone.cnn
+    assert (cnn.channels, cnn.strides, cnn.out_channels) == ((16, 32, 32), (2, 1, 1), 16)
+    assert (cnn.coord_conv, cnn.center_input, cnn.conv_bias) == (False, True, False)
+    assert imp.model.backbone.softargmax.temperature == 0.1
+    assert imp.loss.num_counter_examples == 128
+    assert imp.optimizer == DFOConfig(num_samples=2048, iterations=5, resampling="stratified")
+    assert (imp.optim.lr, imp.optim.scheduler, imp.optim.weight_decay) == (1e-3, "cosine", 0.0)
+    assert (exp.model.dropout, exp.optim.weight_decay, exp.optim.scheduler) == (0.1, 1e-4, "cosine")
+    assert (tr.steps, tr.batch_size, tr.seed, tr.num_threads) == (2000, 8, 0, None)
+
+
+def _parse(*argv: str) -> CoordRegressionConfig:
+    parser = argparse.ArgumentParser()
+    add_dataclass_arguments(parser, CoordRegressionConfig)
+    return dataclass_from_namespace(CoordRegressionConfig, parser.parse_args(argv), parser=parser)
 
 
 def test_command_options() -> None:
     (name, _, cls, run), = COMMANDS
     assert name == "coord-regression" and cls is CoordRegressionConfig and run is run_coord_regression
-    parser = argparse.ArgumentParser()
-    add_dataclass_arguments(parser, CoordRegressionConfig)
-    cfg = dataclass_from_namespace(
-        CoordRegressionConfig, parser.parse_args(["--train-sizes", "10", "--split", "both", "--quick"])
+    cfg = _parse()
+    assert (cfg.implicit, cfg.explicit, cfg.train) == (
+        COORD_REGRESSION_IMPLICIT, COORD_REGRESSION_EXPLICIT, COORD_REGRESSION_TRAIN
     )
+    cfg = _parse("--train-sizes", "10", "--split", "both", "--quick")
     assert cfg.train_sizes == (10,) and cfg.split == "both" and cfg.quick
-    with pytest.raises(ValueError, match="positive"):
-        run_coord_regression(CoordRegressionConfig(train_sizes=(0,)))
+    cfg = _parse(
+        "--implicit.optimizer.num-samples", "1024", "--batch-size", "4", "--seed", "2",
+        "--implicit.model.cnn.strides", "1", "1", "1", "--explicit.model.dropout", "0.2",
+        "--implicit.model.softargmax.temperature", "1.0", "--explicit.optim.lr", "3e-4",
+    )
+    assert cfg.implicit.optimizer == replace(COORD_REGRESSION_IMPLICIT.optimizer, num_samples=1024)
+    assert cfg.implicit.model.backbone.cnn == replace(COORD_REGRESSION_IMPLICIT.model.backbone.cnn, strides=(1, 1, 1))
+    assert cfg.implicit.model.backbone.softargmax.temperature == 1.0
+    assert (cfg.explicit.model.dropout, cfg.explicit.optim.lr) == (0.2, 3e-4)
+    assert cfg.explicit.model.backbone == COORD_REGRESSION_EXPLICIT.model.backbone  # only what was given
+    assert cfg.train == replace(COORD_REGRESSION_TRAIN, batch_size=4, seed=2)
+    langevin = _parse("--implicit.optimizer", "langevin", "--implicit.optimizer.steps", "30").implicit.optimizer
+    assert isinstance(langevin, LangevinConfig) and langevin.chain.steps == 30
+    for old in (["--dfo-samples", "1024"], ["--temperature", "1.0"], ["--threads", "2"]):
+        with pytest.raises(SystemExit):  # the model's settings live under --implicit.* / --explicit.*
+            _parse(*old)
+    with pytest.raises(ValueError, match="--train-sizes"):
+        CoordRegressionConfig(train_sizes=(0,))

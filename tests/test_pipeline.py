@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -15,13 +16,20 @@ from agents.learned import ExplicitBCAgent, IBCAgent, load_agent
 from demos.collect import CollectConfig, collect
 from demos.demo import DemoConfig, run_demo
 from demos.evaluate import EvalConfig, evaluate, wilson_interval
-from demos.train import TrainJobConfig, run_train
-from ebm_policy import CheckpointError, load_checkpoint
+from demos.train import TrainJobConfig, run_train, tiny_policies
+from ebm_policy import (
+    AutoregressiveDFOConfig,
+    CheckpointError,
+    DFOConfig,
+    LangevinChainConfig,
+    LangevinConfig,
+    TrainConfig,
+    load_checkpoint,
+)
 
 ENV = "ibc/ReachTarget-v0"
 SIZE = 32
-TINY = {"steps": 3, "batch_size": 4, "channels": (8, 8), "strides": (2, 1), "hidden": (32,), "keypoints": 4,
-        "dfo_samples": 64, "counter_examples": 8, "progress": False}
+TINY = {"policies": tiny_policies(), "train": TrainConfig(steps=3, batch_size=4, progress=False)}
 
 
 @pytest.fixture(scope="module")
@@ -98,25 +106,28 @@ def test_eval_refuses_training_seeds(runs: dict[str, Path], tmp_path: Path) -> N
         evaluate(EvalConfig(ckpt=runs["implicit"], episodes=2, seed=1, out=tmp_path, progress=False))
 
 
-def test_eval_dfo_overrides_are_applied_and_recorded(runs: dict[str, Path], tmp_path: Path) -> None:
-    from demos.evaluate import apply_dfo_overrides
-
-    agent = load_agent(runs["implicit"])
-    apply_dfo_overrides(agent, {"num_samples": 64, "iterations": 1})
-    assert (agent.policy.dfo.cfg.num_samples, agent.policy.dfo.cfg.iterations) == (64, 1)  # what runs
+def test_eval_optimizer_is_chosen_at_load_and_recorded(runs: dict[str, Path], tmp_path: Path) -> None:
+    agent = load_agent(runs["implicit"], optimizer=DFOConfig(num_samples=64, iterations=1))
+    assert (agent.policy.optimizer.cfg.num_samples, agent.policy.optimizer.cfg.iterations) == (64, 1)  # what runs
     default_eval = runs["implicit"].parent / "eval" / "metrics.json"
     before = default_eval.read_bytes() if default_eval.exists() else None
     cfg = EvalConfig(ckpt=runs["implicit"], episodes=1, num_envs=1, videos=0, progress=False,
-                     dfo_samples=64, dfo_iterations=1, dfo_resampling="multinomial")
+                     optimizer=DFOConfig(num_samples=64, iterations=1, resampling="multinomial"))
     metrics = evaluate(cfg)
-    assert metrics["dfo"]["num_samples"] == 64 and metrics["dfo"]["iterations"] == 1
-    assert metrics["dfo"]["resampling"] == "multinomial"
+    assert metrics["optimizer"] == {"kind": "dfo", "num_samples": 64, "iterations": 1, "noise_scale": 0.33,
+                                    "noise_shrink": 0.5, "resampling": "multinomial"}
     own = runs["implicit"].parent / "eval_dfo-64x1-multinomial" / "metrics.json"
-    assert json.loads(own.read_text())["dfo"] == metrics["dfo"]
+    assert json.loads(own.read_text())["optimizer"] == metrics["optimizer"]
+    langevin = LangevinConfig(num_samples=8, chain=LangevinChainConfig(steps=3))
+    metrics = evaluate(replace(cfg, optimizer=langevin))
+    assert metrics["optimizer"]["kind"] == "langevin" and metrics["optimizer"]["chain"]["steps"] == 3
+    assert (runs["implicit"].parent / "eval_langevin-8x3" / "metrics.json").exists()
     # the checkpoint's own evaluation (read by `demo` and `report`) is left alone
     assert (default_eval.read_bytes() if default_eval.exists() else None) == before
-    with pytest.raises(ValueError, match="--dfo-\\* options apply to implicit policies, not to explicit"):
-        evaluate(EvalConfig(ckpt=runs["explicit"], episodes=1, dfo_samples=64, out=tmp_path, progress=False))
+    with pytest.raises(CheckpointError, match="holds an explicit policy, which has no inference optimizer"):
+        evaluate(EvalConfig(ckpt=runs["explicit"], episodes=1, optimizer=DFOConfig(), out=tmp_path, progress=False))
+    with pytest.raises(CheckpointError, match="optimizer 'autoregressive_dfo' needs a model trained with loss 'autoregressive'"):
+        evaluate(EvalConfig(ckpt=runs["implicit"], episodes=1, optimizer=AutoregressiveDFOConfig(), out=tmp_path, progress=False))
 
 
 def test_eval_on_another_env_is_named(runs: dict[str, Path], tmp_path: Path) -> None:
@@ -167,15 +178,18 @@ def test_wilson_interval(k: int, n: int, expected: tuple[float, float]) -> None:
 
 
 def test_demo_end_to_end(tmp_path: Path) -> None:
-    cfg = DemoConfig(out=tmp_path / "out", envs=("ibc/ReachTarget-v0",), episodes=2, image_size=SIZE, steps=2,
-                     batch_size=4, eval_episodes=2, num_envs=1, videos=1, progress=False,
-                     coord_conv=True, temperature=1.0, center_input=False, conv_bias=True)  # the earlier settings
+    models = tiny_policies()
+    cnn = replace(models.backbone.cnn, coord_conv=True, center_input=False, conv_bias=True)  # the earlier settings
+    cfg = DemoConfig(out=tmp_path / "out", envs=("ibc/ReachTarget-v0",), episodes=2, image_size=SIZE,
+                     eval_episodes=2, num_envs=1, videos=1,
+                     models=replace(models, backbone=replace(models.backbone, cnn=cnn)),
+                     train=TrainConfig(steps=2, batch_size=4, progress=False))
     rows = run_demo(cfg)
-    for policy in ("implicit", "explicit"):  # the CNN options reach the trained models
+    for policy in ("implicit", "explicit"):  # the shared backbone reaches both models
         ckpt = load_checkpoint(cfg.out / "runs" / "ReachTarget-v0" / policy / "ckpt_last.pt")
-        cnn = ckpt["config"]["model"]["cnn"]
+        cnn = ckpt["config"]["model"]["backbone"]["cnn"]
         assert (cnn["coord_conv"], cnn["center_input"], cnn["conv_bias"]) == (True, False, True)
-        assert ckpt["config"]["model"]["softargmax"]["temperature"] == 1.0
+        assert ckpt["step"] == 2
     assert [(r["env"], r["policy"]) for r in rows] == [(ENV, "implicit"), (ENV, "explicit")]
     summary = json.loads((cfg.out / "summary.json").read_text())
     assert len(summary["rows"]) == 2

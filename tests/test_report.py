@@ -12,7 +12,8 @@ import torch
 from demos.collect import CollectConfig, collect
 from demos.evaluate import EvalConfig, evaluate
 from demos.report import ReportConfig, write_report
-from demos.train import TrainJobConfig, run_train
+from demos.train import TrainJobConfig, run_train, tiny_policies
+from ebm_policy import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     run = tmp / "run"
     run_train(
         TrainJobConfig(
-            data=data, out=run, steps=3, batch_size=4, channels=(8, 8), strides=(2, 1),
-            hidden=(32,), keypoints=4, dfo_samples=64, counter_examples=8, progress=False,
+            data=data, out=run, policies=tiny_policies(), train=TrainConfig(steps=3, batch_size=4, progress=False)
         )
     )
     metrics = evaluate(
@@ -46,7 +46,8 @@ def test_report_embeds_everything(tiny_run: tuple[Path, dict], tmp_path: Path) -
     assert f"{metrics['eval/success_rate']:.1%}" in page
     assert "ibc/ReachTarget-v0" in page and "implicit" in page
     pngs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(pngs) >= 3  # training curves, energy landscape, DFO (+ InfoNCE)
+    assert len(pngs) >= 3  # training curves, energy landscape, inference populations (+ InfoNCE)
+    assert "DFO inference</h2>" in page  # the checkpoint's optimizer
     for b64 in pngs:
         assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
     videos = re.findall(r'src="data:video/mp4;base64,([A-Za-z0-9+/=]+)"', page)

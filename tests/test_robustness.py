@@ -19,6 +19,7 @@ from agents.rollout import Episode, RolloutStats
 from demos.cli import main
 from demos.evaluate import summarize
 from ebm_policy import (
+    BackboneConfig,
     CheckpointError,
     CNNConfig,
     ExplicitConfig,
@@ -37,17 +38,19 @@ TINY_TRAIN = [
     "3",
     "--batch-size",
     "2",
-    "--channels",
+    "--cnn.channels",
     "4",
-    "--strides",
+    "--cnn.strides",
     "1",
-    "--hidden",
+    "--cnn.pools",
+    "1",
+    "--implicit.model.hidden-dims",
     "8",
-    "--keypoints",
+    "--cnn.out-channels",
     "2",
-    "--counter-examples",
+    "--implicit.loss.num-counter-examples",
     "4",
-    "--dfo-samples",
+    "--implicit.optimizer.num-samples",
     "16",
     "--no-progress",
 ]
@@ -239,7 +242,7 @@ def test_damaged_checkpoint_files_get_one_line(tmp_path: Path, content: bytes) -
 def tiny_checkpoint(run: Path) -> Path:
     cnn = CNNConfig(channels=(4,), strides=(1,), pools=(1,), out_channels=2)
     policy = ExplicitPolicy(
-        ExplicitPolicyConfig(model=ExplicitConfig(cnn=cnn, hidden_dims=(4,))), [-1, -1], [1, 1]
+        ExplicitPolicyConfig(model=ExplicitConfig(backbone=BackboneConfig(cnn=cnn), hidden_dims=(4,))), [-1, -1], [1, 1]
     )
     meta = {"env_id": ENV, "env_kwargs": {}, "image_shape": [SIZE, SIZE, 3], "train_seeds": [0, 1]}
     return save_checkpoint(run / "ckpt_last.pt", policy, metadata=meta)

@@ -1,5 +1,6 @@
 """The ``ibc-gym viz`` figures: each command writes a real, non-blank PNG of the figure's size;
-the image/action geometry puts targets where the picture shows them; the CLI wiring."""
+the image/action geometry puts targets where the picture shows them; the inference figure draws
+the populations of the optimizer it is given; the CLI wiring."""
 
 from __future__ import annotations
 
@@ -10,12 +11,28 @@ from typing import Any
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 
 import demos.cli
 import demos.viz.base
+from demos.args import dataclass_from_namespace
 from demos.viz import FIGURES
+from demos.viz.base import ModelFigureConfig
+from demos.viz.dfo import DfoFigConfig, build_dfo
 from demos.viz.free_energy import decode, free_energy
-from demos.viz.sources import block_observation, env_observation
+from demos.viz.sources import block_observation, env_observation, load_source
+from ebm_policy import (
+    AutoregressiveDFOConfig,
+    BackboneConfig,
+    CNNConfig,
+    DFOConfig,
+    EBMConfig,
+    ImplicitPolicy,
+    ImplicitPolicyConfig,
+    LangevinChainConfig,
+    LangevinConfig,
+    save_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +62,91 @@ def test_figure_writes_png(name: str, out_dir: Path, monkeypatch: pytest.MonkeyP
     rgb = img[..., :3].reshape(-1, 3)
     assert rgb.std() > 20, "figure looks blank"
     assert len(np.unique(rgb, axis=0)) > 50, "figure has too few colours"
+
+
+@pytest.fixture(scope="module")
+def implicit_ckpts(out_dir: Path) -> dict[str, Path]:
+    """``quick``: the figures' quick model (InfoNCE + DFO 1,024 x 3; trained once, reused);
+    ``autoregressive``: an untrained policy with prefix energies (autoregressive DFO 64 x 2)."""
+    quick = load_source(ModelFigureConfig(out=out_dir, quick=True)).run_dir
+    assert quick is not None
+    tiny = EBMConfig(backbone=BackboneConfig(cnn=CNNConfig(channels=(8, 8), strides=(2, 1), pools=(1, 1), out_channels=4)))
+    config = ImplicitPolicyConfig.for_method(
+        "autoregressive_dfo", model=tiny, optimizer=AutoregressiveDFOConfig(num_samples=64, iterations=2)
+    )
+    policy = ImplicitPolicy(config, [-0.5, -0.5], [0.5, 0.5], seed=0)
+    meta = {"env_id": "ibc/ReachAnyTarget-v0", "env_kwargs": {"obs_type": "pixels", "image_size": 32},
+            "image_shape": [32, 32, 3]}
+    ar = save_checkpoint(out_dir / "autoregressive" / "ckpt_last.pt", policy, metadata=meta)
+    return {"quick": quick / "ckpt_last.pt", "autoregressive": ar}
+
+
+LANGEVIN = LangevinConfig(num_samples=32, chain=LangevinChainConfig(steps=12))
+
+
+@pytest.mark.parametrize(
+    "ckpt, optimizer, panels, titles, suptitle",
+    [
+        (  # a Langevin chain on a DFO-trained model: 13 populations, 5 of them shown evenly
+            "quick", LANGEVIN, 5,
+            ["start", "after 3 steps", "after 6 steps", "after 9 steps", "after 12 steps (final)"],
+            "Langevin MCMC inference, 32 chains x 12 steps",
+        ),
+        (
+            "quick", DFOConfig(num_samples=64, iterations=3), 6,
+            ["start", "after 1 iteration", "after 2 iterations", "after 3 iterations (final)"],
+            "DFO inference, 64 samples x 3 iterations",
+        ),
+        (  # the checkpoint's own: DFO 1,024 x 3, drawn as 256-sample subsets
+            "quick", None, 6,
+            ["start", "after 1 iteration", "after 2 iterations", "after 3 iterations (final)"],
+            "DFO inference, 1024 samples x 3 iterations (256 of 1024 samples drawn)",
+        ),
+        (
+            "autoregressive", None, 6, ["start", "after 1 pass", "after 2 passes (final)"],
+            "autoregressive DFO inference, 64 samples x 2 passes",
+        ),
+    ],
+)
+def test_inference_figure_draws_the_optimizers_populations(
+    implicit_ckpts: dict[str, Path], out_dir: Path, ckpt: str, optimizer: Any, panels: int,
+    titles: list[str], suptitle: str,
+) -> None:
+    """Each top panel shows samples of the population its title names (the same search, rerun
+    here with the same seed); the energy panel covers every population of the history."""
+    cfg = DfoFigConfig(out=out_dir, quick=True, ckpt=implicit_ckpts[ckpt], optimizer=optimizer, panels=panels, seed=3)
+    fig = build_dfo(cfg)
+    assert fig.get_suptitle().splitlines()[0] == f"Task 5: {suptitle}"
+
+    src = load_source(cfg)
+    used = optimizer or src.policy.config.optimizer
+    _, hist = src.policy.select_action(  # type: ignore[misc]
+        src.observation(cfg.env_seed).image[None], generator=torch.Generator().manual_seed(cfg.seed),
+        optimizer=used, return_history=True,
+    )
+    pops = [p[0].numpy() for p in hist.samples]
+    top = [ax for ax in fig.axes if ax.get_title().startswith(("start", "after"))]
+    assert [ax.get_title().splitlines()[0] for ax in top] == titles
+    low, high = src.action_box()
+    for ax, title in zip(top, titles, strict=True):
+        i = 0 if title == "start" else int(title.split()[1])
+        (scatter,) = [c for c in ax.collections if c.get_gid() == f"population-{i}"]
+        shown = np.asarray(scatter.get_offsets())
+        assert len(shown) == min(cfg.points, used.num_samples)
+        assert np.all((shown >= low - 1e-5) & (shown <= high + 1e-5))
+        # every drawn point is a sample of population i
+        dist = np.abs(shown[:, None, :] - pops[i][None, :, :]).max(-1).min(-1)
+        assert dist.max() < 1e-5
+    (energy_ax,) = [ax for ax in fig.axes if ax.get_title() == "energies of the populations"]
+    minima = energy_ax.get_lines()[0].get_ydata()
+    assert np.allclose(minima, [e[0].min().item() for e in hist.energies], atol=1e-5)
+
+
+def test_inference_figure_refuses_an_optimizer_the_model_cannot_use(
+    implicit_ckpts: dict[str, Path], out_dir: Path
+) -> None:
+    with pytest.raises(ValueError, match="autoregressive_dfo"):
+        build_dfo(DfoFigConfig(out=out_dir, quick=True, ckpt=implicit_ckpts["quick"], optimizer=AutoregressiveDFOConfig()))
 
 
 def _red_centroid(image: np.ndarray) -> tuple[float, float]:
@@ -112,6 +214,22 @@ def test_viz_help(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
     assert "--out" in text and "--ckpt" in text and "--env-seed" in text
 
 
+def test_dfo_command_takes_a_nested_optimizer(monkeypatch: pytest.MonkeyPatch) -> None:
+    parser = _viz_parser(monkeypatch)
+
+    def parse(*argv: str) -> DfoFigConfig:
+        ns = parser.parse_args(["viz", "dfo", *argv])
+        return dataclass_from_namespace(ns._cfg_cls, ns, parser=ns._parser)
+
+    assert parse().optimizer is None  # the checkpoint's
+    cfg = parse("--optimizer", "langevin", "--optimizer.steps", "50", "--optimizer.num-samples", "64")
+    assert cfg.optimizer == LangevinConfig(num_samples=64, chain=LangevinChainConfig(steps=50))
+    assert parse("--optimizer", "dfo", "--optimizer.iterations", "5").optimizer == DFOConfig(iterations=5)
+    for old in (["--samples", "64"], ["--iterations", "2"]):  # the optimizer's settings live under --optimizer.*
+        with pytest.raises(SystemExit):
+            parse(*old)
+
+
 def test_viz_cli_runs_a_figure(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -145,8 +263,9 @@ def test_coord_model_cache_is_reused_only_for_the_same_model(tmp_path: Path) -> 
     assert train_here(cfg, "explicit", 32).run_dir == first.run_dir
     assert ckpt_path.stat().st_mtime_ns == stamp  # reused, not retrained
     payload = torch.load(ckpt_path, weights_only=False)
-    payload["config"]["model"]["cnn"]["coord_conv"] = True  # as if trained with other settings
+    payload["config"]["model"]["backbone"]["cnn"]["coord_conv"] = True  # as if trained with other settings
     torch.save(payload, ckpt_path)
     again = train_here(cfg, "explicit", 32)
-    assert not again.policy.config.model.cnn.coord_conv  # retrained with today's settings
-    assert torch.load(ckpt_path, weights_only=False)["config"]["model"]["cnn"]["coord_conv"] is False
+    assert not again.policy.config.model.backbone.cnn.coord_conv  # retrained with today's settings
+    saved = torch.load(ckpt_path, weights_only=False)["config"]
+    assert saved["model"]["backbone"]["cnn"]["coord_conv"] is False

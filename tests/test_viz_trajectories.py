@@ -18,9 +18,10 @@ from agents.learned import load_agent
 from agents.rollout import make_vector_env, rollout
 from demos.args import add_dataclass_arguments, dataclass_from_namespace
 from demos.collect import CollectConfig, collect
-from demos.train import TrainJobConfig, run_train
-from demos.viz.bc_pair import TINY_MODEL
+from demos.train import TrainJobConfig, run_train, tiny_policies
+from demos.viz.bc_pair import TINY_BATCH_SIZE
 from demos.viz.trajectories import TrajectoriesConfig, run_trajectories
+from ebm_policy import TrainConfig
 from envs.physics import VIEW_HALF_EXTENT
 
 ENV = "ibc/ReachAnyTarget-v0"
@@ -34,7 +35,7 @@ def _train(root: Path, env: str, policy: str) -> Path:
     if not data.exists():
         collect(CollectConfig(env=env, episodes=3, image_size=SIZE, out=data, progress=False))
     cfg = TrainJobConfig(data=data, policy=policy, out=root / f"{env.split('/')[-1]}-{policy}",  # type: ignore[arg-type]
-                         steps=3, progress=False, **TINY_MODEL)  # type: ignore[arg-type]
+                         policies=tiny_policies(), train=TrainConfig(steps=3, batch_size=TINY_BATCH_SIZE, progress=False))
     return run_train(cfg)
 
 

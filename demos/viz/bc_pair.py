@@ -12,19 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from demos.collect import CollectConfig, collect
-from demos.train import TrainJobConfig, run_train
-from ebm_policy import load_checkpoint
+from demos.train import PolicyConfigs, TrainJobConfig, run_train, tiny_policies
+from ebm_policy import TrainConfig, load_checkpoint
 
 POLICIES = ("implicit", "explicit")
-TINY_MODEL = {
-    "batch_size": 4,
-    "channels": (8, 8),
-    "strides": (2, 1),
-    "hidden": (32,),
-    "keypoints": 4,
-    "dfo_samples": 64,
-    "counter_examples": 8,
-}
+TINY_BATCH_SIZE = 4  # the batch of the tiny model (``demos.train.tiny_policies``)
 
 
 @dataclass(frozen=True)
@@ -79,21 +71,17 @@ def train_pair(
             progress=False,
         )
     )
-    model = TINY_MODEL if recipe.tiny else {}
+    policies = tiny_policies() if recipe.tiny else PolicyConfigs()  # the library's defaults, as `ibc-gym train`
+    train_cfg = TrainConfig(
+        steps=recipe.steps,
+        batch_size=TINY_BATCH_SIZE if recipe.tiny else TrainConfig().batch_size,
+        seed=recipe.seed,
+        num_threads=threads,
+        ckpt_interval=max(recipe.steps, 1),
+        progress=False,
+    )
     for policy in POLICIES:
-        run_train(
-            TrainJobConfig(
-                data=data,
-                policy=policy,
-                out=folder / policy,
-                steps=recipe.steps,  # type: ignore[arg-type]
-                seed=recipe.seed,
-                threads=threads,
-                ckpt_interval=max(recipe.steps, 1),
-                progress=False,
-                **model,
-            )
-        )  # type: ignore[arg-type]
+        run_train(TrainJobConfig(data=data, policy=policy, out=folder / policy, policies=policies, train=train_cfg))  # type: ignore[arg-type]
     return ckpts
 
 

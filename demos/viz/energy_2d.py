@@ -1,7 +1,8 @@
 """``ibc-gym viz energy-2d``: the energy over the 2-D action space for one observation (task 2).
 
 Left: the observation, drawn in action coordinates. Middle: ``E(o, a)`` on a grid over the
-policy's padded action box, with the targets, the expert's action and the DFO's choice. Right:
+policy's padded action box, with the targets, the expert's action and the inference optimizer's
+choice (the checkpoint's: DFO, Langevin or autoregressive DFO). Right:
 ``p(a | o) = softmax(-E)`` over the grid as contours on the image, so the basins can be checked
 against the objects they belong to. On ``ibc/ReachAnyTarget-v0`` a well-trained policy shows one
 basin per target.
@@ -39,7 +40,7 @@ def energy_on_grid(
 
 
 def dfo_action(src: ModelSource, obs: Observation, seed: int) -> np.ndarray:
-    """The policy's DFO action for ``obs`` (original units)."""
+    """The policy's action for ``obs`` by its own inference optimizer (original units)."""
     out = src.policy.select_action(obs.image[None], generator=torch.Generator().manual_seed(seed))
     assert isinstance(out, torch.Tensor)
     return out[0].numpy()
@@ -60,6 +61,7 @@ def build_energy_2d(cfg: Energy2DConfig) -> Figure:
     obs = src.observation(cfg.env_seed)
     xs, ys, e = energy_on_grid(src, obs, 41 if cfg.quick else cfg.resolution)
     best = dfo_action(src, obs, cfg.seed)
+    argmin = f"{src.policy.config.optimizer.kind} argmin"
     low, high = src.action_box()
     frame = obs.frame
 
@@ -72,7 +74,7 @@ def build_energy_2d(cfg: Energy2DConfig) -> Figure:
     energy_map(ax_e, xs, ys, e)
     draw_box(ax_e, low, high, label="policy action box")
     mark_observation(ax_e, obs)
-    mark(ax_e, best, "dfo", "DFO argmin")
+    mark(ax_e, best, "dfo", argmin)
     frame.apply(ax_e)
     ax_e.set_title("energy E(o, a) over the action space")
 
@@ -83,7 +85,7 @@ def build_energy_2d(cfg: Energy2DConfig) -> Figure:
     )
     ax_p.contour(xs, ys, p, levels=[0.05, 0.2, 0.4, 0.6, 0.8], colors="darkred", linewidths=0.6)
     fig.colorbar(cs, ax=ax_p, label="p(a | o) / max p = exp(-(E - min E))", shrink=0.85)
-    mark(ax_p, best, "dfo", "DFO argmin")
+    mark(ax_p, best, "dfo", argmin)
     ax_p.set_title("p(a | o) = softmax(-E) over the observation")
     fig.legend(*ax_e.get_legend_handles_labels(), loc="outside lower center", ncols=5, fontsize=9)
     fig.suptitle(f"Task 2: energy landscape of the implicit policy\n{src.description}")

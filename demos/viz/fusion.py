@@ -36,7 +36,7 @@ def features(src: ModelSource, obs: Observation) -> torch.Tensor:
     """The keypoint features ``phi(o)`` of one observation: ``-> (1, D)``."""
     model = src.policy.model
     return model.encode(
-        images_to_tensor(obs.image[None], src.policy.device, model.cfg.cnn.in_channels)
+        images_to_tensor(obs.image[None], src.policy.device, model.cfg.backbone.cnn.in_channels)
     )
 
 

@@ -46,7 +46,7 @@ def build_softargmax(cfg: SoftArgmaxFigConfig) -> Figure:
     src = load_source(cfg)
     obs = src.observation(cfg.env_seed)
     model = src.policy.model
-    x = images_to_tensor(obs.image[None], src.policy.device, model.cfg.cnn.in_channels)
+    x = images_to_tensor(obs.image[None], src.policy.device, model.cfg.backbone.cnn.in_channels)
     weights, kps = softargmax_maps(model, x)
     k, h, w = weights.shape
     colors = colormaps["tab20"](np.arange(k) % 20)

@@ -14,7 +14,7 @@ action is constant within an episode, so first frames give the most target layou
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from agents.experts import make_expert
 from demos.viz.base import BLOCKS, DEFAULT_ENV, ModelFigureConfig
 from demos.viz.plotting import ActionFrame
 from ebm_policy import (
+    BackboneConfig,
     CNNConfig,
     DFOConfig,
     EBMConfig,
@@ -164,14 +165,26 @@ def block_dataset(n: int, seed: int, resolution: int) -> Dataset:
 
 
 def quick_policy_config() -> ImplicitPolicyConfig:
-    """A small EBM that learns the reach tasks in ~900 CPU steps of 32 images (48 px images,
-    stride-2 stem, narrow channels; measured: two basins on ReachAnyTarget for ~90% of unseen
-    layouts, where 16-32-32 channels, a second stride or 40 px images learned far slower)."""
+    """The small EBM trained for the reach tasks (``DEFAULT_STEPS`` CPU steps of ``BATCH_SIZE``
+    48 px images): a stride-2 stem, narrow channels, 64 counter-examples, DFO 1,024 x 3 and a
+    constant lr of 3e-3."""
     return ImplicitPolicyConfig(
-        model=EBMConfig(cnn=CNNConfig(channels=(8, 16, 16), strides=(2, 1, 1)), hidden_dims=(256,)),
-        infonce=InfoNCEConfig(num_counter_examples=64),
-        dfo=DFOConfig(num_samples=1024, iterations=3),
+        model=EBMConfig(
+            backbone=BackboneConfig(cnn=CNNConfig(channels=(8, 16, 16), strides=(2, 1, 1))), hidden_dims=(256,)
+        ),
+        loss=InfoNCEConfig(num_counter_examples=64),
+        optimizer=DFOConfig(num_samples=1024, iterations=3),
         optim=OptimConfig(lr=3e-3, scheduler="constant"),
+    )
+
+
+def small_coord_implicit() -> ImplicitPolicyConfig:
+    """The coordinate-regression experiment's implicit policy with 64 counter-examples and 1,024
+    DFO samples (for the figures' models trained on a few images)."""
+    from demos.coord_regression import COORD_REGRESSION_IMPLICIT as base
+
+    return replace(
+        base, loss=replace(base.loss, num_counter_examples=64), optimizer=replace(base.optimizer, num_samples=1024)
     )
 
 
@@ -194,13 +207,10 @@ def quick_setup(
         "image_shape": [image_size, image_size, 3],
     }
     if env == BLOCKS:  # the coordinate-regression experiment's own recipe
-        from demos.coord_regression import CoordRegressionConfig, make_policy
+        from demos.coord_regression import make_policy
 
         dataset = block_dataset(6 if cfg.quick else 30, cfg.seed, image_size)
-        exp_cfg = CoordRegressionConfig(
-            resolution=image_size, counter_examples=64, dfo_samples=1024
-        )
-        policy = make_policy("implicit", exp_cfg, cfg.seed)
+        policy = make_policy(small_coord_implicit(), image_size, cfg.seed)
         assert isinstance(policy, ImplicitPolicy)
         meta |= {"experiment": "coord-regression", "resolution": image_size}
         return dataset, policy, 8, meta
@@ -234,6 +244,7 @@ def train_quick(
         ckpt_interval=max(steps, 1),
         energy_snapshots=5,
         snapshot_batch_size=64,
+        num_threads=None,  # the figure's --threads
         progress=False,
         tensorboard=False,
     )
