@@ -20,7 +20,12 @@ Option names (underscores become hyphens in every part of a name):
   option and must have one type; where their rules differ, the chosen kind's rule is applied
   after parsing); ``X | None`` of one dataclass is a union of ``X.kind`` (else the class name,
   lower case, less a ``Config`` suffix: ``--ema ema``) and ``none``. Declare the classes at
-  module level (their annotations are resolved with ``typing.get_type_hints``).
+  module level (their annotations are resolved with ``typing.get_type_hints``);
+* ``param(..., flatten=True)`` on a nested config names its options without the field's prefix
+  (``train: TrainConfig`` gives ``--steps``, not ``--train.steps``); ``presets={name: factory}``
+  adds ``--field NAME``, the instance the other ``--field.*`` options then change (``--implicit
+  langevin``); ``hide=("model.backbone",)`` leaves those paths inside the field off the command
+  line (the command sets them another way); ``cli=False`` leaves one field off.
 
 Defaults: every option's default is the value in its field's default instance (the field's
 ``default``, or ``default_factory()``: a preset may differ from the nested class's own defaults),

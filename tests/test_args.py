@@ -278,3 +278,59 @@ class NestedPositional:
 def test_bad_declarations_fail_when_the_parser_is_built(cls: type, message: str) -> None:
     with pytest.raises(TypeError, match=message):
         add_dataclass_arguments(argparse.ArgumentParser(), cls)
+
+
+# ---- flatten, presets, hide, cli=False ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loop:
+    steps: int = param(10, "steps", min=1)
+    seed: int = param(0, "seed", min=0)
+    secret: int = param(7, "set by the command", cli=False)
+
+
+@dataclass(frozen=True)
+class Model:
+    net: Net = param(factory=Net, help="network")
+    optim: Optim = param(factory=Optim, help="optimizer")
+
+
+PRESETS = {"small": lambda: Model(net=Net(hidden=(8,))), "big": lambda: Model(net=Net(hidden=(512, 512)))}
+
+
+@dataclass(frozen=True)
+class Shaped:
+    loop: Loop = param(factory=Loop, flatten=True, help="the loop")
+    model: Model = param(factory=PRESETS["small"], presets=PRESETS, hide=("optim.schedule",), help="the model")
+
+
+def parse_shaped(argv: list[str]) -> Shaped:
+    return parse_config(OneLineParser(prog="shaped"), Shaped, argv)
+
+
+def test_flattened_options_have_no_prefix_and_cli_false_fields_none() -> None:
+    cfg = parse_shaped(["--steps", "5", "--seed", "2"])
+    assert cfg.loop == Loop(steps=5, seed=2)
+    options = [name for name, _, _ in iter_options(Shaped)]
+    assert "--steps" in options and "--loop.steps" not in options
+    assert "--secret" not in options and "--model.optim.schedule.warmup-steps" not in options  # hidden
+    with pytest.raises(SystemExit):
+        parse_shaped(["--secret", "3"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "hidden"),
+    [([], (8,)), (["--model", "big"], (512, 512)), (["--model", "big", "--model.net.hidden", "4"], (4,))],
+)
+def test_a_preset_is_the_base_its_options_change(argv: list[str], hidden: tuple[int, ...]) -> None:
+    cfg = parse_shaped([*argv, "--model.optim.lr", "0.5"])
+    assert cfg.model.net.hidden == hidden and cfg.model.optim.lr == 0.5
+    assert cfg.model.net.dropout == 0.0  # untouched fields keep the preset's values
+
+
+def test_an_unknown_preset_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        parse_shaped(["--model", "huge"])
+    assert e.value.code == 2
+    assert "argument --model: invalid choice: 'huge' (choose from 'small', 'big')" in capsys.readouterr().err
