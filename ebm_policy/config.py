@@ -159,12 +159,21 @@ class LangevinInfoNCEConfig:
 
 @dataclass(frozen=True)
 class AutoregressiveInfoNCEConfig:
-    """One InfoNCE term per action prefix ``a_1..a_j`` (``losses.prefix_info_nce_loss``); the
-    model gets prefix energies; pairs with autoregressive DFO."""
+    """One InfoNCE term per action prefix ``a_1..a_j`` (``objectives.prefix_infonce``); the model
+    gets prefix energies; pairs with autoregressive DFO.
+
+    Term ``j``'s counter-examples are uniform prefixes (they teach the energy of the prefix as a
+    whole, so prefixes can be compared) and, for ``conditional_fraction`` of them, the expert's
+    first ``j - 1`` dimensions with a uniform ``j``-th (hard counter-examples that teach where
+    dimension ``j`` lies once the earlier ones are right, which uniform ones rarely probe in many
+    dimensions)."""
 
     kind: ClassVar[str] = "autoregressive"
 
-    num_counter_examples: int = param(128, "uniform counter-examples per example, shared by the prefixes", min=1)
+    num_counter_examples: int = param(128, "counter-examples per example and prefix", min=1)
+    conditional_fraction: float = param(
+        0.5, "fraction of them that keep the expert's first j - 1 dimensions and draw only the j-th", min=0, max=1
+    )
 
     def __post_init__(self) -> None:
         check_params(self)

@@ -78,13 +78,25 @@ def prefix_infonce(
     cfg: AutoregressiveInfoNCEConfig, model: EBMConvMLP, images: Tensor, positives: Tensor,
     low: Tensor, high: Tensor, generator: torch.Generator | None,
 ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
-    """Mean over ``j`` of InfoNCE on prefixes of length ``j`` (shared counter-examples)."""
+    """Mean over ``j`` of InfoNCE on prefixes of length ``j``: ``K`` counter-examples per term,
+    the first ``K - n_c`` uniform prefixes (shared by the terms), the last ``n_c =
+    round(conditional_fraction * K)`` the expert's ``a_1..a_{j-1}`` with a uniform ``a_j``."""
     features = model.encode(images)
-    candidates, labels = make_candidates(positives, cfg.num_counter_examples, low, high, generator)
+    b, a = positives.shape
+    k = cfg.num_counter_examples
+    n_cond = round(cfg.conditional_fraction * k)
+    negatives = sample_uniform((b, k, a), low, high, generator)
     terms = []
-    energies = candidates.new_empty(0)
-    for j in range(1, positives.shape[1] + 1):
-        energies = model.energy(features, candidates[..., :j])
+    energies = negatives.new_empty(0)
+    order = torch.rand((b, k + 1), generator=generator, device=positives.device).argsort(dim=1)
+    labels = (order == 0).to(torch.int64).argmax(dim=1)
+    for j in range(1, a + 1):
+        neg_j = negatives[..., :j].clone()
+        if n_cond:
+            neg_j[:, k - n_cond :, : j - 1] = positives[:, None, : j - 1]
+        candidates_j = torch.cat((positives[:, None, :j], neg_j), dim=1)  # positive at index 0
+        candidates_j = candidates_j.gather(1, order.unsqueeze(-1).expand(-1, -1, j))
+        energies = model.energy(features, candidates_j)
         terms.append(info_nce_loss(energies, labels))
     loss = torch.stack(terms).mean()
     metrics = {"train/infonce_first": terms[0].detach(), "train/infonce_full": terms[-1].detach()}

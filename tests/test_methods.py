@@ -102,7 +102,9 @@ def test_gradient_penalty_enters_the_loss_only_outside_the_margin() -> None:
 
 
 def test_autoregressive_loss_is_the_mean_of_one_infonce_per_prefix() -> None:
-    policy = policy_for("autoregressive_dfo")
+    """With uniform counter-examples only (``conditional_fraction=0``) each term is InfoNCE
+    over the same candidates cut to the prefix."""
+    policy = policy_for("autoregressive_dfo", loss=AutoregressiveInfoNCEConfig(conditional_fraction=0.0))
     batch = dot_batch(5)
     loss, _ = policy.compute_loss(batch, generator=torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(3)
@@ -203,3 +205,19 @@ def test_prefix_energies_make_a_larger_first_layer_only() -> None:
     n_prefix = sum(p.numel() for p in prefix.parameters())
     assert n_prefix - n_plain == 2 * 64  # A mask inputs x H hidden units
     assert np.isclose(n_prefix / n_plain, 1, atol=0.05)
+
+
+def test_autoregressive_conditional_counter_examples_keep_the_expert_prefix() -> None:
+    """Term j's conditional counter-examples are the expert's first j - 1 dimensions with a
+    uniform j-th: recorded by a model that logs what it scores."""
+    policy = policy_for("autoregressive_dfo", loss=AutoregressiveInfoNCEConfig(num_counter_examples=8, conditional_fraction=0.5))
+    seen: list[torch.Tensor] = []
+    energy = policy.model.energy
+    policy.model.energy = lambda f, a: (seen.append(a.detach().clone()), energy(f, a))[1]  # type: ignore[method-assign]
+    batch = dot_batch(3)
+    policy.compute_loss(batch, generator=torch.Generator().manual_seed(0))
+    positives = policy._actions(batch["action"])
+    first, second = seen  # j = 1, 2: candidates (B, 9, j)
+    matches = (second[..., 0] == positives[:, None, 0]).sum(dim=1)  # the positive + 4 conditional
+    assert (matches == 5).all()
+    assert first.shape == (3, 9, 1) and not (first[..., 0] == positives[:, None, 0]).sum(dim=1).gt(1).any()
