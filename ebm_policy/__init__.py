@@ -39,6 +39,7 @@ from ebm_policy.config import (
     config_from_dict,
     config_to_dict,
 )
+from ebm_policy.distributed import DistributedError
 from ebm_policy.energy import ModelEnergy
 from ebm_policy.losses import info_nce_loss, make_candidates
 from ebm_policy.metrics_log import read_metrics
@@ -82,6 +83,7 @@ __all__ = [
     "CoordConv",
     "DFOConfig",
     "DerivativeFreeOptimizer",
+    "DistributedError",
     "EBMConfig",
     "EBMConvMLP",
     "ExplicitConfig",
