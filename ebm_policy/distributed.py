@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -122,8 +123,9 @@ def is_lost_peer(error: BaseException) -> bool:
 def lost_peer_error(rank: Rank, what: str, error: BaseException) -> DistributedError:
     """The ``DistributedError`` of a failed collective during ``what``."""
     first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]  # less gloo's "[.../pair.cc:537] "
     return DistributedError(
-        f"{rank}: another process stopped or stopped answering during {what} ({first[:200]}); "
+        f"{rank}: another process stopped or stopped answering during {what} ({first[:160]}); "
         f"this one stops too"
     )
 

@@ -52,6 +52,8 @@ but not bitwise the run that would have continued with ``W`` processes.
 
 from __future__ import annotations
 
+import gc
+import inspect
 import os
 import signal
 import sys
@@ -342,7 +344,12 @@ class Trainer:
             self.rank = D.current_rank()
             return self._run(resume, callback)
         finally:
+            # DistributedDataParallel goes first: its reducer must not be what last holds the
+            # process group, whose destructor would then run under the GIL and can deadlock
+            # with gloo's threads (pytorch/pytorch#56297)
+            self.model = None
             if joined:
+                gc.collect()
                 D.leave()
 
     def _start(self, stack: ExitStack, resume: bool) -> tuple[FolderLock | None, dict[str, Any] | None]:
@@ -398,10 +405,12 @@ class Trainer:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        # broadcast_buffers=False: the buffers (action bounds) never change during training
+        # the buffers (action bounds) never change during training: no syncing at every forward
+        newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+        no_sync = {"forward_sync_buffers": False} if newer else {"broadcast_buffers": False}
         return D.collective(
             self.rank, "wrapping the policy",
-            lambda: DistributedDataParallel(self.policy, device_ids=ids, broadcast_buffers=False),
+            lambda: DistributedDataParallel(self.policy, device_ids=ids, **no_sync),
         )
 
     @contextmanager
@@ -417,13 +426,17 @@ class Trainer:
             return
 
         def on_sigint(signum: int, frame: object) -> None:
-            if self.rank.enabled or (self._in_step and not self._stop_requested):
+            if self.rank.enabled:
                 if not self._stop_requested and self.master:
-                    print(
-                        f"\ninterrupt: finishing step {self.step + 1}, then saving it "
-                        f"({'every process stops there' if self.rank.enabled else 'Ctrl-C again to stop at once; the last checkpoint then stays'})",
-                        file=sys.stderr,
-                    )
+                    print("\ninterrupt: all processes stop after the step they agree on, and save it", file=sys.stderr)
+                self._stop_requested = True
+                return
+            if self._in_step and not self._stop_requested:
+                print(
+                    f"\ninterrupt: finishing step {self.step + 1}, then saving it "
+                    f"(Ctrl-C again to stop at once; the last checkpoint then stays)",
+                    file=sys.stderr,
+                )
                 self._stop_requested = True
                 return
             if callable(previous):
@@ -539,6 +552,8 @@ class Trainer:
         non-finite update."""
         try:
             return self._gradient_step(batch)
+        except D.DistributedError:
+            raise
         except RuntimeError as e:
             if self.rank.enabled and D.is_lost_peer(e):
                 raise D.lost_peer_error(self.rank, f"step {self.step + 1}", e) from e
