@@ -345,3 +345,12 @@ def _lonely(rank: int, root: Path) -> None:
         train(make("explicit"), data, config(steps=2), root / "lonely")
     except DistributedError as e:
         (root / "dump" / "lonely.txt").write_text(f"{type(e).__name__}: {e}")
+
+
+def test_bench_train_quick(capsys: pytest.CaptureFixture[str]) -> None:
+    from demos.bench_train import BenchTrainConfig, run_bench_train
+
+    results = run_bench_train(BenchTrainConfig(quick=True, settings=("env",), processes=(1, 2)))
+    assert set(results["env"]) == {1, 2} and all(v > 0 for v in results["env"].values())
+    table = capsys.readouterr().out
+    assert "| 1 process | 2 processes | 2 vs 1 |" in table and "| env job | 16 px | 32 |" in table
