@@ -169,3 +169,30 @@ def gather_objects(rank: Rank, obj: Any, what: str, device: torch.device | None 
 def _object_device(device: torch.device | None) -> torch.device | None:
     """NCCL exchanges pickled objects through the current CUDA device; gloo through the CPU."""
     return device if device is not None and device.type == "cuda" else None
+
+
+def ordered_mean_hook(state, bucket):  # type: ignore[no-untyped-def]
+    """DistributedDataParallel comm hook ``(state, bucket: GradBucket) -> Future[Tensor]``: the
+    mean of the ranks' gradients, summed in rank order (all-gather, then ``((g_0 + g_1) + g_2)
+    ...``), so each element's result depends only on the ranks' values, not on where in DDP's
+    buckets it sits. (An all-reduce sums in an order that follows the bucket layout, which DDP
+    rebuilds after a run's first step; a resumed run, whose first step uses the initial layout,
+    would then differ from the straight run in the last bits with 3 or more ranks.) Costs an
+    all-gather: each rank receives every rank's gradients, fine for these small policies.
+
+    (Not annotated: DDP compares the annotations with its own types, which the postponed
+    string annotations of this module would fail.)
+    """
+    group = state if isinstance(state, dist.ProcessGroup) else None
+    world = dist.get_world_size(group)
+    tensor = bucket.buffer()
+    parts = [torch.empty_like(tensor) for _ in range(world)]
+    future = dist.all_gather(parts, tensor, group=group, async_op=True).get_future()  # type: ignore[union-attr]
+
+    def mean(_: torch.futures.Future[Any]) -> torch.Tensor:
+        total = parts[0].clone()
+        for part in parts[1:]:
+            total += part
+        return total.div_(world)
+
+    return future.then(mean)

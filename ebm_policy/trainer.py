@@ -408,10 +408,12 @@ class Trainer:
         # the buffers (action bounds) never change during training: no syncing at every forward
         newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
         no_sync = {"forward_sync_buffers": False} if newer else {"broadcast_buffers": False}
-        return D.collective(
+        model = D.collective(
             self.rank, "wrapping the policy",
             lambda: DistributedDataParallel(self.policy, device_ids=ids, **no_sync),
         )
+        model.register_comm_hook(None, D.ordered_mean_hook)  # exact resumption (see the hook)
+        return model
 
     @contextmanager
     def _deferred_interrupts(self) -> Iterator[None]:

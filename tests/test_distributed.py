@@ -157,11 +157,11 @@ def scenarios(rank: int, root: Path) -> None:
         (dump / f"diverged.{rank}.txt").write_text(f"{type(e).__name__}: {e}")
 
 
-def _rank_main(rank: int, root: Path, fn: Callable[[int, Path], None]) -> None:
+def _rank_main(rank: int, root: Path, fn: Callable[[int, Path], None], timeout_s: float, world: int) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
-        "gloo", init_method=f"file://{root / 'store'}", rank=rank, world_size=WORLD,
-        timeout=datetime.timedelta(seconds=60),
+        "gloo", init_method=f"file://{root / 'store'}", rank=rank, world_size=world,
+        timeout=datetime.timedelta(seconds=timeout_s),
     )
     try:
         fn(rank, root)
@@ -169,10 +169,11 @@ def _rank_main(rank: int, root: Path, fn: Callable[[int, Path], None]) -> None:
         dist.destroy_process_group()
 
 
-def run_ranks(root: Path, fn: Callable[[int, Path], None]) -> None:
-    """``fn(rank, root)`` on ``WORLD`` forked processes in one gloo group."""
+def run_ranks(root: Path, fn: Callable[[int, Path], None], timeout_s: float = 60, world: int = WORLD) -> None:
+    """``fn(rank, root)`` on ``world`` forked processes in one gloo group (collectives time out
+    after ``timeout_s``)."""
     (root / "dump").mkdir(parents=True, exist_ok=True)
-    mp.start_processes(_rank_main, args=(root, fn), nprocs=WORLD, start_method="fork")
+    mp.start_processes(_rank_main, args=(root, fn, timeout_s, world), nprocs=world, start_method="fork")
 
 
 @pytest.fixture(scope="module")
@@ -227,6 +228,26 @@ def test_interrupted_and_resumed_equals_straight_bitwise(runs: Path, kind: str) 
     for rank in dumped(runs, f"runs-{kind}"):
         assert same_weights(rank["straight"], rank["resumed"])
     assert [r["step"] for r in read_metrics(runs / f"resumed-{kind}")] == list(range(1, K + 1))
+
+
+def test_resume_is_bitwise_with_three_processes(tmp_path: Path) -> None:
+    """With 3 ranks an all-reduce's summation order would follow DDP's bucket layout, which
+    changes after a run's first step; the rank-ordered gradient mean keeps resuming exact."""
+    write_demos(tmp_path / "demos.h5")
+    run_ranks(tmp_path, _three, world=3)
+    runs = [torch.load(tmp_path / "dump" / f"three.{r}.pt") for r in range(3)]
+    assert all(same_weights(r["straight"], r["resumed"]) for r in runs)
+    assert same_weights(runs[0]["straight"], runs[2]["straight"])
+
+
+def _three(rank: int, root: Path) -> None:
+    data, cfg = DemoDataset(root / "demos.h5"), config(batch_size=6, energy_snapshots=0)
+    out = root if rank == 0 else root / f"rank{rank}"
+    straight = train(make("implicit"), data, cfg, out / "straight")
+    with pytest.raises(Interrupt):
+        train(make("implicit"), data, cfg, out / "resumed", callback=stop_at(K // 2 + 1))
+    resumed = train(make("implicit", seed=99), data, cfg, out / "resumed", resume=True)
+    torch.save({"straight": straight.state_dict(), "resumed": resumed.state_dict()}, root / "dump" / f"three.{rank}.pt")
 
 
 def test_divergence_on_one_rank_stops_all_ranks(runs: Path) -> None:
@@ -330,21 +351,47 @@ def test_a_killed_rank_ends_the_job_and_resume_continues(tmp_path: Path) -> None
     assert load_checkpoint(out / "ckpt_last.pt")["step"] == step + 2
 
 
-def test_collectives_fail_clearly_when_a_peer_is_gone(tmp_path: Path) -> None:
-    """Without the launcher to stop it, the survivor of a killed rank raises DistributedError."""
-    run_ranks(tmp_path, _lonely)
-    text = (tmp_path / "dump" / "lonely.txt").read_text()
-    assert text.startswith("DistributedError: rank 0 of 2: another process stopped")
+@pytest.mark.parametrize("peer", ["dead", "hung"])
+def test_collectives_fail_clearly_when_a_peer_is_gone(tmp_path: Path, peer: str) -> None:
+    """Without a launcher to stop it, the survivor raises DistributedError: at once when the
+    peer died (its connections close), after the collective timeout when it hangs."""
+    write_demos(tmp_path / "demos.h5")
+    t0 = time.monotonic()
+    run_ranks(tmp_path, _dead_peer if peer == "dead" else _hung_peer, timeout_s=2)
+    text = (tmp_path / "dump" / "survivor.txt").read_text()
+    assert text.startswith("DistributedError: rank 0 of 2: another process stopped or stopped answering during the start")
+    assert time.monotonic() - t0 < 30
 
 
-def _lonely(rank: int, root: Path) -> None:
+def _survive(root: Path) -> None:
+    try:
+        train(make("explicit"), DemoDataset(root / "demos.h5"), config(steps=2), root / "survivor")
+    except DistributedError as e:
+        (root / "dump" / "survivor.txt").write_text(f"{type(e).__name__}: {e}")
+
+
+def _dead_peer(rank: int, root: Path) -> None:
     if rank == 1:
         os._exit(0)  # dies without a word before training
-    data = DemoDataset(root / "demos.h5") if (root / "demos.h5").exists() else DemoDataset(write_demos(root / "demos.h5"))
-    try:
-        train(make("explicit"), data, config(steps=2), root / "lonely")
-    except DistributedError as e:
-        (root / "dump" / "lonely.txt").write_text(f"{type(e).__name__}: {e}")
+    _survive(root)
+
+
+def _hung_peer(rank: int, root: Path) -> None:
+    if rank == 1:
+        time.sleep(5)  # alive, but never joins the training's collectives
+        os._exit(0)
+    _survive(root)
+
+
+def test_bf16_autocast_trains_on_the_cpu(tmp_path: Path) -> None:
+    """``precision="bf16"``: forward passes in bfloat16 (weights stay float32), here on the CPU."""
+    data = DemoDataset(write_demos(tmp_path / "demos.h5"))
+    for kind in ("implicit", "explicit"):
+        policy = train(make(kind), data, config(steps=2, precision="bf16"), tmp_path / kind)
+        assert all(p.dtype == torch.float32 and bool(torch.isfinite(p).all()) for p in policy.parameters())
+        assert load_checkpoint(tmp_path / kind / "ckpt_last.pt")["trainer"]["train_config"]["precision"] == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        config(precision="fp16")
 
 
 def test_bench_train_quick(capsys: pytest.CaptureFixture[str]) -> None:
