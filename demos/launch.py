@@ -16,6 +16,7 @@ Several machines: run torchrun yourself on each of them (see the README), e.g.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,6 +56,7 @@ def describe_failure(error: object, out: Path | None = None) -> tuple[str, int]:
     """One line on torchrun's ``ChildFailedError`` (the first rank that failed) and the exit code."""
     rank, failure = error.get_first_failure()  # type: ignore[attr-defined]
     codes = {f.exitcode for f in error.failures.values()}  # type: ignore[attr-defined]
+    codes = codes - {-signal.SIGTERM} or codes  # torchrun's own stopping of the other ranks
     others = "; the other processes stopped"
     resume = resume_hint(out)
     if failure.exitcode < 0:

@@ -99,6 +99,11 @@ class TrainJobConfig:
 
     def __post_init__(self) -> None:
         check_options(self)
+        if self.train.batch_size % self.nproc_per_node:
+            raise ValueError(
+                f"--batch-size {self.train.batch_size} is the global batch: it must be a multiple "
+                f"of --nproc-per-node ({self.nproc_per_node})"
+            )
 
 
 def tiny_policies(method: str = "dfo") -> PolicyConfigs:

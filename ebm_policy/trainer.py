@@ -152,10 +152,10 @@ class Trainer:
         if self.n == 0:
             raise ValueError("cannot train on an empty dataset")
         if cfg.batch_size % self.rank.world_size:
-            raise ValueError(
+            raise _shared(ValueError(
                 f"the batch size ({cfg.batch_size}) must be a multiple of the number of processes "
                 f"({self.rank.world_size}): it is the global batch, split evenly between them"
-            )
+            ))
         self.total = cfg.total_steps(self.n)
         self.optimizer = build_optimizer(policy.parameters(), policy.config.optim)
         self.scheduler = build_scheduler(self.optimizer, policy.config.optim, self.total)

@@ -401,3 +401,32 @@ def test_bench_train_quick(capsys: pytest.CaptureFixture[str]) -> None:
     assert set(results["env"]) == {1, 2} and all(v > 0 for v in results["env"].values())
     table = capsys.readouterr().out
     assert "| 1 process | 2 processes | 2 vs 1 |" in table and "| env job | 16 px | 32 |" in table
+
+
+def test_launcher_reports_the_first_failure_in_one_line(tmp_path: Path) -> None:
+    from demos.launch import describe_failure, torchrun_argv
+
+    class Failure:
+        def __init__(self, code: int, pid: int) -> None:
+            self.exitcode, self.pid = code, pid
+
+        def signal_name(self) -> str:
+            return signal.Signals(-self.exitcode).name
+
+    class Failed:
+        def __init__(self, failures: dict[int, Failure], first: int) -> None:
+            self.failures, self.first = failures, first
+
+        def get_first_failure(self) -> tuple[int, Failure]:
+            return self.first, self.failures[self.first]
+
+    killed = Failed({1: Failure(-9, 42), 0: Failure(1, 41)}, first=1)
+    assert describe_failure(killed, tmp_path) == (
+        f"rank 1 (pid 42) was killed by SIGKILL; the other processes stopped. No checkpoint was written in {tmp_path}", 1
+    )
+    refused = Failed({0: Failure(2, 41), 1: Failure(-15, 42)}, first=0)
+    message, code = describe_failure(refused)
+    assert code == 2 and message.startswith("rank 0 (pid 41) failed with exit code 2 (its error is above)")
+    assert torchrun_argv(2, ["train", "--steps", "3"]) == [
+        "--standalone", "--nnodes", "1", "--nproc-per-node", "2", "-m", "demos.cli", "train", "--steps", "3"
+    ]
