@@ -15,6 +15,10 @@ Typical use::
     actions = policy.select_action(images_uint8_bhwc, optimizer=LangevinConfig())  # another optimizer
 
     langevin = ImplicitPolicyConfig.for_method("langevin")  # chain counter-examples + penalty
+
+A script that calls ``train`` trains on several processes when started by torchrun
+(``torchrun --nproc-per-node 4 script.py``): DistributedDataParallel, rank 0 writes (see
+``ebm_policy.trainer``).
 """
 
 from ebm_policy.checkpoint import (
