@@ -1,4 +1,4 @@
-"""``ibc-gym bench env|dfo|optimizers``: benchmarks that print measured medians, ratios and
+"""``ibc-gym bench env|dfo|optimizers|train``: benchmarks that print measured medians, ratios and
 errors."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 from demos.bench_dfo import BenchDfoConfig, run_bench_dfo
 from demos.bench_env import BenchEnvConfig, run_bench_env
 from demos.bench_optimizers import BenchOptimizersConfig, run_bench_optimizers
+from demos.bench_train import BenchTrainConfig, run_bench_train
 
 COMMANDS = [
     (
@@ -18,6 +19,11 @@ COMMANDS = [
                 "DFO, Langevin and autoregressive DFO on N-D coordinate regression (N = 2..16).",
                 BenchOptimizersConfig,
                 run_bench_optimizers,
+            ),
+            "train": (
+                "Training samples/s on 1 and 2 processes (torchrun), env-job and reference settings.",
+                BenchTrainConfig,
+                run_bench_train,
             ),
         },
         None,

@@ -4,7 +4,14 @@ Each job lives in its own module under ``demos/`` and declares ``COMMANDS``: a l
 ``(name, help, ConfigDataclass, run_function)``. Options come from the config's fields.
 
 Exit codes: 0 done; 2 bad options or input files (one line on stderr, nothing written);
-1 the job failed (training diverged, the folder is in use by another process); 130 interrupted.
+1 the job failed (training diverged, the folder is in use by another process, another training
+process died); 130 interrupted.
+
+A job whose config has an ``nproc_per_node`` field (``ibc-gym train --nproc-per-node N``) runs
+on N processes when N > 1: this process becomes torchrun's agent (``demos.launch``) and starts N
+workers with the same options. In a worker (any torchrun-started process with ``WORLD_SIZE > 1``)
+errors are printed as ``ibc-gym train (rank R of W): error: ...``; an error every rank raises
+alike (``shared``: divergence, rank 0's refusal to start) only by each machine's first process.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from demos.args import OneLineParser, add_dataclass_arguments, dataclass_from_namespace
+from demos.launch import in_torchrun, launch
+from ebm_policy.distributed import DistributedError, env_rank
 from ebm_policy.runlock import FolderInUseError
 from ebm_policy.trainer import TrainingDivergedError
 
@@ -80,19 +89,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = dataclass_from_namespace(ns._cfg_cls, ns, parser=ns._parser)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 2
+    nproc = getattr(cfg, "nproc_per_node", 1)
+    if nproc > 1 and not in_torchrun():
+        return launch(nproc, list(sys.argv[1:] if argv is None else argv), name, getattr(cfg, "out", None))
     try:
         ns._run(cfg)
-    except (TrainingDivergedError, FolderInUseError) as e:
+    except (TrainingDivergedError, FolderInUseError, DistributedError) as e:
         return _fail(name, e, 1)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         return _fail(name, e, 2)
     except KeyboardInterrupt:
-        print(f"ibc-gym {name}: interrupted", file=sys.stderr)
+        rank = env_rank()
+        if rank is None or rank.local_rank == 0:  # one line per machine
+            print(f"ibc-gym {name}: interrupted", file=sys.stderr)
         return 130
     return 0
 
 
 def _fail(name: str, error: BaseException, code: int) -> int:
+    rank = env_rank()
+    if rank is not None and rank.enabled:  # a torchrun worker
+        if getattr(error, "shared", False) and rank.local_rank != 0:
+            return code  # the same line comes from this machine's first process
+        name = f"{name} ({rank})"
+        message = _one_line(error).removeprefix(f"{rank}: ")
+        print(f"ibc-gym {name}: error: {message}", file=sys.stderr)
+        return code
     print(f"ibc-gym {name}: error: {_one_line(error)}", file=sys.stderr)
     return code
 

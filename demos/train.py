@@ -9,16 +9,24 @@ dfo`` then changes only the inference), ``--explicit.*`` the ``ExplicitPolicyCon
 The run folder gets ``ckpt_last.pt`` (self-describing: weights, configs, action bounds, the env
 and demo seeds it was trained on), ``metrics.jsonl`` and ``energy_snapshots.npz``.
 ``--resume`` continues an interrupted run exactly where it stopped.
+
+``--nproc-per-node N`` trains on N processes of this machine (torchrun, DistributedDataParallel:
+gloo on the CPU, NCCL with ``--device cuda``, one GPU per process); ``--batch-size`` stays the
+global batch. The same command runs unchanged under a torchrun of your own (several machines).
+See ``ebm_policy.trainer`` for what rank 0 does and how resuming with another number of
+processes behaves.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from agents.dataset import DemoDataset
 from demos.args import check_options, help_field, registered_env
+from demos.launch import in_torchrun
 from ebm_policy import (
     BackboneConfig,
     CNNConfig,
@@ -34,6 +42,7 @@ from ebm_policy import (
     action_bounds_from_dataset,
     train,
 )
+from ebm_policy.distributed import current_rank
 
 METHODS = ("dfo", "langevin", "autoregressive_dfo")
 IMPLICIT_PRESETS = {m: (lambda m=m: ImplicitPolicyConfig.for_method(m)) for m in METHODS}  # type: ignore[misc]
@@ -81,12 +90,20 @@ class TrainJobConfig:
     out: Path = help_field(Path("runs/implicit"), "run folder (checkpoints, logs)")
     env: str | None = help_field(None, "expected env id of the dataset (checked when given)", check=registered_env)
     resume: bool = help_field(False, "continue the interrupted run in --out")
-    in_memory: bool = help_field(True, "read the whole dataset into memory (off: lazy reads)")
+    in_memory: bool = help_field(True, "read the whole dataset into memory (off: lazy reads; each process holds its own copy)")
+    nproc_per_node: int = help_field(
+        1, "training processes on this machine (more than 1: started through torchrun, DistributedDataParallel)", min=1
+    )
     policies: PolicyConfigs = help_field(factory=PolicyConfigs, flatten=True, help="the policies")
     train: TrainConfig = help_field(factory=TrainConfig, flatten=True, help="the training loop")
 
     def __post_init__(self) -> None:
         check_options(self)
+        if self.train.batch_size % self.nproc_per_node:
+            raise ValueError(
+                f"--batch-size {self.train.batch_size} is the global batch: it must be a multiple "
+                f"of --nproc-per-node ({self.nproc_per_node})"
+            )
 
 
 def tiny_policies(method: str = "dfo") -> PolicyConfigs:
@@ -109,7 +126,19 @@ def build_policy(cfg: TrainJobConfig, low: Any, high: Any, action_dim: int) -> I
 
 
 def run_train(cfg: TrainJobConfig) -> Path:
-    """Train and return the path of the last checkpoint."""
+    """Train and return the path of the last checkpoint (as one rank under torchrun)."""
+    rank = current_rank()
+    if cfg.nproc_per_node > 1 and not in_torchrun():
+        raise ValueError(
+            f"nproc_per_node {cfg.nproc_per_node}: start the job with `ibc-gym train --nproc-per-node "
+            f"{cfg.nproc_per_node}` or torchrun"
+        )
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", rank.world_size))
+    if in_torchrun() and cfg.nproc_per_node not in (1, local_world):
+        raise ValueError(
+            f"--nproc-per-node {cfg.nproc_per_node} differs from torchrun's {local_world} processes on "
+            f"this machine; leave it out under torchrun"
+        )
     dataset = DemoDataset(cfg.data, env_id=cfg.env, in_memory=cfg.in_memory)
     low, high = action_bounds_from_dataset(dataset)
     policy = build_policy(cfg, low, high, dataset.action_dim)
@@ -123,10 +152,12 @@ def run_train(cfg: TrainJobConfig) -> Path:
         "train_seeds": [int(s) for s in dataset.episode_seeds],
     }
     method = f" ({policy.config.loss.kind} loss, {policy.config.optimizer.kind})" if isinstance(policy, ImplicitPolicy) else ""
-    print(
-        f"training {cfg.policy}{method} on {dataset.num_episodes} episodes / {len(dataset)} samples "
-        f"of {dataset.env_id} ({'x'.join(map(str, dataset.image_shape))} images) -> {cfg.out}"
-    )
+    where = f" on {rank.world_size} processes" if rank.enabled else ""
+    if rank.master:
+        print(
+            f"training {cfg.policy}{method}{where} on {dataset.num_episodes} episodes / {len(dataset)} samples "
+            f"of {dataset.env_id} ({'x'.join(map(str, dataset.image_shape))} images) -> {cfg.out}"
+        )
     train(policy, dataset, cfg.train, cfg.out, resume=cfg.resume, metadata=metadata)
     return cfg.out / "ckpt_last.pt"
 

@@ -15,6 +15,10 @@ Typical use::
     actions = policy.select_action(images_uint8_bhwc, optimizer=LangevinConfig())  # another optimizer
 
     langevin = ImplicitPolicyConfig.for_method("langevin")  # chain counter-examples + penalty
+
+A script that calls ``train`` trains on several processes when started by torchrun
+(``torchrun --nproc-per-node 4 script.py``): DistributedDataParallel, rank 0 writes (see
+``ebm_policy.trainer``).
 """
 
 from ebm_policy.checkpoint import (
@@ -39,6 +43,7 @@ from ebm_policy.config import (
     config_from_dict,
     config_to_dict,
 )
+from ebm_policy.distributed import DistributedError
 from ebm_policy.energy import ModelEnergy
 from ebm_policy.losses import info_nce_loss, make_candidates
 from ebm_policy.metrics_log import read_metrics
@@ -82,6 +87,7 @@ __all__ = [
     "CoordConv",
     "DFOConfig",
     "DerivativeFreeOptimizer",
+    "DistributedError",
     "EBMConfig",
     "EBMConvMLP",
     "ExplicitConfig",

@@ -3,6 +3,12 @@
 Any ``torch.utils.data.Dataset`` whose items are ``{"image": uint8 (H, W, C), "action": (A,)}``
 (numpy arrays or tensors) works; items are fetched by a ``DataLoader`` (``num_workers``
 configurable) and collated into ``{"image": (B, H, W, C), "action": (B, A)}``.
+
+With several processes (``world_size`` ranks), the batch size is the *global* batch ``B``: the
+batch of step ``s`` is positions ``[s * B, (s + 1) * B)`` of the one seeded stream, a function of
+``(seed, s)`` only, and rank ``r`` fetches (through its own ``DataLoader``, so its own file
+handles) only its slice ``[r * B / W, (r + 1) * B / W)`` of it. The union of the ranks' batches is
+the batch a single process would train on, whatever the number of processes.
 """
 
 from __future__ import annotations
@@ -40,20 +46,64 @@ class StreamSampler(Sampler[int]):
             epoch, offset = epoch + 1, 0
 
 
-def make_loader(
-    dataset: Dataset, batch_size: int, seed: int, start: int, num_workers: int = 0
-) -> DataLoader:
-    """An endless ``DataLoader`` over ``dataset`` following ``StreamSampler(len, seed, start)``.
+class ShardSampler(Sampler[int]):
+    """Rank ``rank``'s share of the global batches of a ``StreamSampler``, from step ``step``.
 
-    Its own ``torch.Generator`` keeps worker seeding off torch's global RNG.
+    Global batch ``s`` is stream positions ``[s * batch_size, (s + 1) * batch_size)``; this rank
+    yields its ``batch_size // world_size`` of them, ``[rank * b, (rank + 1) * b)``, batch after
+    batch. ``world_size=1`` is the plain stream from ``step * batch_size``.
     """
-    sampler = StreamSampler(len(dataset), seed, start)  # type: ignore[arg-type]
+
+    def __init__(
+        self, n: int, seed: int, batch_size: int, step: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
+        if batch_size % world_size:
+            raise ValueError(
+                f"the batch size ({batch_size}) must be a multiple of the number of processes "
+                f"({world_size}): it is the global batch, split evenly between them"
+            )
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        self.stream = StreamSampler(n, seed, step * batch_size)
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.local_batch = batch_size // world_size
+
+    def __iter__(self) -> Iterator[int]:
+        if self.world_size == 1:
+            yield from self.stream
+            return
+        lo, hi = self.rank * self.local_batch, (self.rank + 1) * self.local_batch
+        stream = iter(self.stream)
+        while True:
+            batch = [next(stream) for _ in range(self.batch_size)]
+            yield from batch[lo:hi]
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    seed: int,
+    step: int = 0,
+    num_workers: int = 0,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """An endless ``DataLoader`` of rank ``rank``'s ``(batch_size // world_size)``-item slices of
+    the global batches from ``step`` on (``ShardSampler``).
+
+    Its own ``torch.Generator`` keeps worker seeding off torch's global RNG. ``pin_memory``
+    (for CUDA training) lets batches go to the GPU asynchronously.
+    """
+    sampler = ShardSampler(len(dataset), seed, batch_size, step, rank, world_size)  # type: ignore[arg-type]
     return DataLoader(
         dataset,
-        batch_size=batch_size,
+        batch_size=sampler.local_batch,
         sampler=sampler,
         drop_last=True,
         num_workers=num_workers,
+        pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(seed),
     )
 

@@ -1,4 +1,9 @@
-"""Policies with a narrow, lerobot-style surface: ``compute_loss`` and ``select_action``.
+"""Policies with a narrow, lerobot-style surface: ``forward`` (the training loss) and
+``select_action``.
+
+``policy(batch, generator=g)`` (``nn.Module.__call__`` -> ``forward``) returns ``(loss,
+metrics)``, so a ``DistributedDataParallel``-wrapped policy synchronizes the gradients of that
+loss; ``compute_loss`` is the same call under its older name.
 
 Batches are ``{"image": uint8 (B, H, W, C) channels-last, "action": float32 (B, A)}`` in the
 dataset's original action units; policies convert images to float CHW in [0, 1] and actions to the
@@ -52,7 +57,7 @@ def images_to_tensor(images: Tensor | np.ndarray, device: torch.device, channels
         raise ValueError(
             f"expected images of shape (B, H, W, {channels}) (channels last), got {tuple(x.shape)}"
         )
-    x = x.to(device).permute(0, 3, 1, 2)
+    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2)  # async from pinned memory
     x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
     return x.contiguous(memory_format=torch.channels_last)
 
@@ -84,11 +89,17 @@ class _Policy(nn.Module):
 
     def _actions(self, actions: Tensor | np.ndarray) -> Tensor:
         """Original units ``(B, A)`` -> normalized float32 on the policy's device."""
-        return self.bounds.normalize(torch.as_tensor(actions).to(self.device, torch.float32))
+        return self.bounds.normalize(torch.as_tensor(actions).to(self.device, torch.float32, non_blocking=True))
 
     def _unit_box(self) -> tuple[Tensor, Tensor]:
         ones = torch.ones(self.bounds.action_dim, device=self.device)
         return -ones, ones
+
+    def compute_loss(
+        self, batch: Batch, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, dict[str, float]]:
+        """``self(batch, generator=generator)``: the training loss (see ``forward``)."""
+        return self(batch, generator=generator)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], map_location: str = "cpu") -> Any:
@@ -134,10 +145,11 @@ class ImplicitPolicy(_Policy):
             low, high, generator,
         )
 
-    def compute_loss(
+    def forward(
         self, batch: Batch, generator: torch.Generator | None = None
     ) -> tuple[Tensor, dict[str, float]]:
-        """The configured objective (``objectives``): ``-> (loss, metrics)``.
+        """The configured objective (``objectives``): ``batch {"image": (B, H, W, C),
+        "action": (B, A)} -> (loss (), metrics)``.
 
         ``generator`` draws the counter-examples, chains and the positive's index (global RNG
         if None).
@@ -221,11 +233,12 @@ class ExplicitPolicy(_Policy):
         with seeded(seed):
             self.model = ExplicitConvMLP(config.model)
 
-    def compute_loss(
+    def forward(
         self, batch: Batch, generator: torch.Generator | None = None
     ) -> tuple[Tensor, dict[str, float]]:
-        """MSE in normalized units: ``-> (loss, metrics)``. ``generator`` is unused (dropout
-        draws from torch's global RNG, which the trainer seeds and checkpoints)."""
+        """MSE in normalized units: ``batch {"image": (B, H, W, C), "action": (B, A)} -> (loss
+        (), metrics)``. ``generator`` is unused (dropout draws from torch's global RNG, which the
+        trainer seeds per rank and checkpoints)."""
         pred = self.model(self._images(batch["image"]))
         loss = F.mse_loss(pred, self._actions(batch["action"]))
         return loss, {"train/loss": loss.item()}

@@ -188,7 +188,7 @@ def test_stream_sampler_resumes_mid_epoch(start: int) -> None:
 
 
 class InterruptingPolicy:
-    """Wraps a policy: on the ``at``-th ``compute_loss`` call (step ``at``), after the
+    """Wraps a policy: on the ``at``-th call (step ``at``), after the
     counter-examples were drawn, ``how`` happens: one or two SIGINTs (Ctrl-C), or a
     ``KeyboardInterrupt`` raised in the middle of the step."""
 
@@ -198,8 +198,8 @@ class InterruptingPolicy:
     def __getattr__(self, name: str) -> object:
         return getattr(self._policy, name)
 
-    def compute_loss(self, batch: dict, generator: torch.Generator) -> tuple:
-        out = self._policy.compute_loss(batch, generator=generator)
+    def __call__(self, batch: dict, generator: torch.Generator) -> tuple:
+        out = self._policy(batch, generator=generator)
         self._calls += 1
         if self._calls == self._at:
             if self._how == "raise":
@@ -245,8 +245,8 @@ class NaNAt:
     def __getattr__(self, name: str) -> object:
         return getattr(self._policy, name)
 
-    def compute_loss(self, batch: dict, generator: torch.Generator) -> tuple:
-        loss, metrics = self._policy.compute_loss(batch, generator=generator)
+    def __call__(self, batch: dict, generator: torch.Generator) -> tuple:
+        loss, metrics = self._policy(batch, generator=generator)
         self._calls += 1
         return (loss * self._value if self._calls >= self._at else loss), metrics
 
