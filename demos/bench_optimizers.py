@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import shutil
 import statistics
 import time
 from collections.abc import Iterator
@@ -58,7 +59,7 @@ class BenchOptimizersConfig:
     latency_repeats: int = help_field(15, "timed one-image inferences (median reported)", min=3)
     seed: int = help_field(0, "seed of the images, weights and counter-examples", min=0)
     jobs: int = help_field(2, "runs side by side (one process and torch thread each)", min=1)
-    fresh: bool = help_field(False, "delete earlier results in --out first")
+    fresh: bool = help_field(False, "delete earlier results and runs in --out first")
     implicit: ImplicitPolicyConfig = help_field(
         factory=ImplicitPolicyConfig,
         help="the policy's settings; each method replaces its loss and optimizer with the method's pair",
@@ -203,8 +204,9 @@ def _map(fn: Any, jobs: list[Any], workers: int) -> Iterator[Any]:
 def run_bench_optimizers(cfg: BenchOptimizersConfig) -> list[dict[str, Any]]:
     """Run every (N, method) not in ``results.jsonl`` yet; print and write the table."""
     results = cfg.out / "results.jsonl"
-    if cfg.fresh and results.exists():
-        results.unlink()
+    if cfg.fresh:
+        results.unlink(missing_ok=True)
+        shutil.rmtree(cfg.out / "runs", ignore_errors=True)
     cfg.out.mkdir(parents=True, exist_ok=True)
     rows = read_rows(results)
     done = {(r["method"], r["dim"]) for r in rows}

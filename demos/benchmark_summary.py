@@ -101,7 +101,7 @@ def format_summary(rows: list[dict[str, Any]], last: int, command: str = "") -> 
         "|---|---|---:|---|---:|---:|---:|---:|---|",
     ]
     for c in cell_stats(rows, last):
-        goal = ("yes" if c["spread"] <= SPREAD_GOAL + 1e-9 else "no") if c["policy"] == "implicit" else "-"
+        goal = ("yes" if c["spread"] <= SPREAD_GOAL + 1e-9 else "no") if c["policy"].startswith("implicit") else "-"
         lines.append(
             f"| {c['env']} | {c['policy']} | {c['n_demos']} | {c['action_type']} | {c['seed']} "
             f"| {_pct(c['final']['success_rate'])} | {100 * c['spread']:.0f} pts "
