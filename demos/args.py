@@ -55,7 +55,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from ebm_policy.params import Check, Rule, one_of, param
+from ebm_policy.params import Check, Rule, one_of, param, value_problem
 
 __all__ = [
     "Check",
@@ -111,17 +111,6 @@ def torch_device(value: str) -> None:
         ) from None
 
 
-def _value_problem(rule: Rule | None, value: Any) -> str | None:
-    """Why ``value`` (a tuple: item by item) breaks ``rule``, or ``None``."""
-    if rule is None or value is None:
-        return None
-    for item in value if isinstance(value, tuple) else (value,):
-        problem = rule.problem(item)
-        if problem:
-            return problem
-    return None
-
-
 def check_options(cfg: Any) -> None:
     """Apply every field's rule to ``cfg``, nested configs included: ``ValueError`` naming the
     first bad option (``--episodes must be ...``, ``--optim.lr must be ...``)."""
@@ -135,7 +124,7 @@ def _check_options(cfg: Any, path: str) -> None:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             _check_options(value, path if f.metadata.get("flatten") else dest)
             continue
-        problem = _value_problem(f.metadata.get("rule"), value)
+        problem = value_problem(f.metadata.get("rule"), value)
         if problem:
             raise ValueError(f"{_flag(dest)} {problem}")
 
@@ -523,7 +512,7 @@ def _build(cls: type[T], base: Any, path: str, ns: argparse.Namespace) -> T:
             positional = getattr(ns, f"_{f.name}_positional", None) if not path else None
             value = tuple(value) if isinstance(value, list) else value
             value = value if positional is None else positional
-            problem = _value_problem(f.metadata.get("rule"), value) if path else None
+            problem = value_problem(f.metadata.get("rule"), value) if path else None
             if problem:  # a rule that union members disagree on, checked for the chosen kind
                 raise ValueError(f"argument {_flag(dest)}: {problem}")
         elif path and default is _MISSING:

@@ -106,11 +106,8 @@ def one_of(*choices: str) -> Check:
     return check
 
 
-def field_problem(cfg: Any, name: str) -> str | None:
-    """Why field ``name`` of dataclass ``cfg`` breaks its rule (tuples item by item), or None."""
-    f = next(f for f in dataclasses.fields(cfg) if f.name == name)
-    rule: Rule | None = f.metadata.get("rule")
-    value = getattr(cfg, name)
+def value_problem(rule: Rule | None, value: Any) -> str | None:
+    """Why ``value`` (a tuple: item by item) breaks ``rule``, or ``None``."""
     if rule is None or value is None:
         return None
     for item in value if isinstance(value, tuple) else (value,):
@@ -118,6 +115,12 @@ def field_problem(cfg: Any, name: str) -> str | None:
         if problem:
             return problem
     return None
+
+
+def field_problem(cfg: Any, name: str) -> str | None:
+    """Why field ``name`` of dataclass ``cfg`` breaks its rule, or ``None``."""
+    f = next(f for f in dataclasses.fields(cfg) if f.name == name)
+    return value_problem(f.metadata.get("rule"), getattr(cfg, name))
 
 
 def check_params(cfg: Any) -> None:
