@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from ebm_policy.optimizers import (
+    OPTIMIZERS,
     AutoregressiveDFOConfig,
     DFOConfig,
     LangevinChainConfig,
@@ -208,9 +209,6 @@ class OptimConfig:
         check_params(self)
 
 
-_LOSS_FOR_OPTIMIZER = {"autoregressive_dfo": AutoregressiveInfoNCEConfig}
-
-
 @dataclass(frozen=True)
 class ImplicitPolicyConfig:
     """Everything an ``ImplicitPolicy`` needs besides its action bounds.
@@ -261,13 +259,15 @@ class ImplicitPolicyConfig:
 
 
 def check_optimizer_fits(optimizer: Any, loss: Any) -> None:
-    """``ValueError`` when ``optimizer`` needs a model that ``loss`` does not train."""
-    needed = _LOSS_FOR_OPTIMIZER.get(getattr(optimizer, "kind", ""))
-    if needed is not None and not isinstance(loss, needed):
+    """``ValueError`` when ``optimizer`` needs prefix energies (its class says so) and ``loss``
+    does not train them."""
+    entry = OPTIMIZERS.get(getattr(optimizer, "kind", ""))
+    if entry is not None and entry[1].needs_prefix_energies and not isinstance(loss, AutoregressiveInfoNCEConfig):
         raise ValueError(
-            f"optimizer {optimizer.kind!r} needs a model trained with loss {needed.kind!r} "
-            f"(prefix energies), this one is trained with loss {loss.kind!r}; choose optimizer "
-            f"dfo or langevin"
+            f"optimizer {optimizer.kind!r} needs a model trained with loss "
+            f"{AutoregressiveInfoNCEConfig.kind!r} (prefix energies), this one is trained with loss "
+            f"{loss.kind!r}; choose optimizer "
+            + " or ".join(k for k, (_, cls) in OPTIMIZERS.items() if not cls.needs_prefix_energies)
         )
 
 
