@@ -60,7 +60,9 @@ class DemoWriter:
     ) -> None:
         self.path = Path(path)
         if self.path.exists() and not overwrite:
-            raise FileExistsError(f"{self.path} exists; pass overwrite=True (--overwrite) to replace it")
+            raise FileExistsError(
+                f"{self.path} exists; pass overwrite=True (--overwrite) to replace it"
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for stale in remove_stale_temporaries(self.path.parent, base=self.path.name):
             print(f"removed {stale}, left behind by an interrupted collection", file=sys.stderr)
@@ -82,7 +84,11 @@ class DemoWriter:
 
     def _append(self, name: str, data: np.ndarray) -> None:
         if name not in self._f:
-            chunks = (1, *data.shape[1:]) if data.ndim >= 3 else (max(1, min(4096, len(data))), *data.shape[1:])
+            chunks = (
+                (1, *data.shape[1:])
+                if data.ndim >= 3
+                else (max(1, min(4096, len(data))), *data.shape[1:])
+            )
             self._f.create_dataset(
                 name,
                 shape=(0, *data.shape[1:]),
@@ -93,9 +99,11 @@ class DemoWriter:
             )
         ds = self._f[name]
         if ds.shape[1:] != data.shape[1:] or ds.dtype != data.dtype:
-            raise ValueError(f"{name}: got {data.dtype}{data.shape[1:]}, file has {ds.dtype}{ds.shape[1:]}")
+            raise ValueError(
+                f"{name}: got {data.dtype}{data.shape[1:]}, file has {ds.dtype}{ds.shape[1:]}"
+            )
         ds.resize(ds.shape[0] + len(data), axis=0)
-        ds[-len(data):] = data
+        ds[-len(data) :] = data
 
     def add(self, episode: Episode) -> None:
         """Append one episode (it must carry its observations)."""
@@ -284,19 +292,27 @@ def _open(path: Path) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as e:
-        raise DatasetError(f"{path} is not a readable HDF5 demo file (truncated or another format): {e}") from e
+        raise DatasetError(
+            f"{path} is not a readable HDF5 demo file (truncated or another format): {e}"
+        ) from e
 
 
 def _validate(f: h5py.File, path: Path, obs_key: str) -> dict[str, Any]:
     fmt = f.attrs.get("format")
     if fmt != FORMAT:
-        raise DatasetError(f"{path} is not an ibc-gym demo dataset (format attribute {fmt!r}, expected {FORMAT!r})")
+        raise DatasetError(
+            f"{path} is not an ibc-gym demo dataset (format attribute {fmt!r}, expected {FORMAT!r})"
+        )
     version = int(f.attrs.get("format_version", -1))
     if version != FORMAT_VERSION:
-        raise DatasetError(f"{path} has format version {version}; this ibc-gym reads version {FORMAT_VERSION}")
+        raise DatasetError(
+            f"{path} has format version {version}; this ibc-gym reads version {FORMAT_VERSION}"
+        )
     missing = [k for k in _REQUIRED if k not in f]
     if missing:
-        raise DatasetError(f"{path} is incomplete (missing {', '.join(missing)}): was its writing interrupted?")
+        raise DatasetError(
+            f"{path} is incomplete (missing {', '.join(missing)}): was its writing interrupted?"
+        )
     if f"obs/{obs_key}" not in f:
         keys = sorted(f["obs"].keys()) if "obs" in f else []
         raise DatasetError(f"{path} has no observation {obs_key!r}; it has {keys}")
@@ -312,8 +328,15 @@ def _validate(f: h5py.File, path: Path, obs_key: str) -> dict[str, Any]:
         _check_array(f, path, name, ndim=1, kinds="b" if name == "episode_success" else "iu")
     ends = f["episode_ends"][()]
     lengths = {k: f[f"obs/{k}"].shape[0] for k in f["obs"]}
-    if len(ends) == 0 or int(ends[-1]) != n or any(v != n for v in lengths.values()) or f["rewards"].shape[0] != n:
-        raise DatasetError(f"{path} is inconsistent: episode ends, actions and observations disagree in length")
+    if (
+        len(ends) == 0
+        or int(ends[-1]) != n
+        or any(v != n for v in lengths.values())
+        or f["rewards"].shape[0] != n
+    ):
+        raise DatasetError(
+            f"{path} is inconsistent: episode ends, actions and observations disagree in length"
+        )
     if ends[0] <= 0 or np.any(np.diff(ends) <= 0):
         raise DatasetError(
             f"{path} is inconsistent: episode_ends must increase strictly from above 0"

@@ -24,12 +24,16 @@ class BCAgent:
 
     kind: ClassVar[str] = ""
 
-    def __init__(self, policy: ImplicitPolicy | ExplicitPolicy, metadata: Mapping[str, Any], *, seed: int = 0) -> None:
+    def __init__(
+        self, policy: ImplicitPolicy | ExplicitPolicy, metadata: Mapping[str, Any], *, seed: int = 0
+    ) -> None:
         if policy.kind != self.kind:
             raise TypeError(f"{type(self).__name__} needs an {self.kind} policy, got {policy.kind}")
         for key in ("env_id", "env_kwargs", "image_shape"):
             if key not in metadata:
-                raise ValueError(f"checkpoint metadata lacks {key!r}: was it trained with `ibc-gym train`?")
+                raise ValueError(
+                    f"checkpoint metadata lacks {key!r}: was it trained with `ibc-gym train`?"
+                )
         self.policy = policy.eval()
         self.metadata = dict(metadata)
         self.env_id: str = metadata["env_id"]
@@ -37,7 +41,9 @@ class BCAgent:
         # Checkpoints from before action_type existed were trained on absolute set-points.
         self.action_type: str = str(dict(metadata["env_kwargs"]).get("action_type", "position"))
         self.env_kwargs: dict[str, Any] = {
-            "obs_type": "pixels", "image_size": self.image_shape[0], "action_type": self.action_type
+            "obs_type": "pixels",
+            "image_size": self.image_shape[0],
+            "action_type": self.action_type,
         }
         self.train_seeds: list[int] = [int(s) for s in metadata.get("train_seeds", [])]
         self._seed = seed
@@ -49,18 +55,27 @@ class BCAgent:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], *, env_id: str | None = None, seed: int = 0, optimizer: Any = None
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        env_id: str | None = None,
+        seed: int = 0,
+        optimizer: Any = None,
     ) -> BCAgent:
         """Rebuild the agent from a checkpoint alone; ``env_id`` must match the one trained on.
         ``optimizer`` (an inference optimizer config) replaces an implicit checkpoint's."""
         ckpt = load_checkpoint(path)
         if cls.kind and ckpt["kind"] != cls.kind:
-            raise CheckpointError(f"{path}: holds an {ckpt['kind']} policy, {cls.__name__} needs {cls.kind}")
+            raise CheckpointError(
+                f"{path}: holds an {ckpt['kind']} policy, {cls.__name__} needs {cls.kind}"
+            )
         agent_cls = cls if cls.kind else AGENT_CLASSES[ckpt["kind"]]
         meta = ckpt.get("metadata") or {}
         if env_id is not None and meta.get("env_id") != env_id:
             raise ValueError(f"{path} was trained on {meta.get('env_id')!r}, not on {env_id!r}")
-        return agent_cls(policy_from_checkpoint(ckpt, source=str(path), optimizer=optimizer), meta, seed=seed)
+        return agent_cls(
+            policy_from_checkpoint(ckpt, source=str(path), optimizer=optimizer), meta, seed=seed
+        )
 
     def reset(self, env_ids: Sequence[int] | None = None) -> None:
         """The policy is memoryless; only the inference generator restarts when all envs reset."""

@@ -41,7 +41,11 @@ class RLConfig:
 
 def _make_env(env_id: str, image_size: int, action_type: str) -> gym.Env:
     return gym.make(
-        env_id, obs_type="pixels", image_size=image_size, reward_type="dense", action_type=action_type
+        env_id,
+        obs_type="pixels",
+        image_size=image_size,
+        reward_type="dense",
+        action_type=action_type,
     )
 
 
@@ -51,10 +55,16 @@ def train_ppo(cfg: RLConfig, out_dir: str | os.PathLike[str]) -> Path:
     from stable_baselines3.common.env_util import make_vec_env
 
     if cfg.image_size < 36:
-        raise ValueError(f"PPO's CNN policy (NatureCNN) needs images of at least 36 px, got {cfg.image_size}")
+        raise ValueError(
+            f"PPO's CNN policy (NatureCNN) needs images of at least 36 px, got {cfg.image_size}"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    venv = make_vec_env(lambda: _make_env(cfg.env_id, cfg.image_size, cfg.action_type), n_envs=cfg.num_envs, seed=cfg.seed)
+    venv = make_vec_env(
+        lambda: _make_env(cfg.env_id, cfg.image_size, cfg.action_type),
+        n_envs=cfg.num_envs,
+        seed=cfg.seed,
+    )
     model = PPO(
         "CnnPolicy",
         venv,
@@ -88,7 +98,9 @@ class PPOAgent:
         self.image_size = cfg.image_size
         self.action_type = cfg.action_type
         self.env_kwargs = {
-            "obs_type": "pixels", "image_size": cfg.image_size, "action_type": cfg.action_type
+            "obs_type": "pixels",
+            "image_size": cfg.image_size,
+            "action_type": cfg.action_type,
         }
         self.train_seeds: list[int] = []  # trained from reward alone, on unseeded resets
 

@@ -169,7 +169,9 @@ def rollout(
         stats: filled with the timing of the policy calls.
     """
     if env.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
-        raise ValueError("rollout() needs a vector env with autoreset disabled: use make_vector_env()")
+        raise ValueError(
+            "rollout() needs a vector env with autoreset disabled: use make_vector_env()"
+        )
     check_action_type(env, policy)
     wants_frames = record_frames if callable(record_frames) else (lambda i: i < int(record_frames))
     n = env.num_envs
@@ -193,7 +195,9 @@ def rollout(
                     reset_seeds[i] = int(seed)
                 else:
                     slots[i] = None
-            new_obs, new_info = env.reset(seed=reset_seeds, options={"reset_mask": need_reset.copy()})
+            new_obs, new_info = env.reset(
+                seed=reset_seeds, options={"reset_mask": need_reset.copy()}
+            )
             obs = new_obs if obs is None else _merge_obs(obs, new_obs, need_reset)
             info = _merge_info(info, new_info, need_reset)
             policy.reset([int(i) for i in np.flatnonzero(need_reset)])
@@ -218,7 +222,11 @@ def rollout(
                 s.actions.append(actions[i].copy())
         obs, rewards, terminated, truncated, step_info = env.step(actions)
         info = _merge_info(info, step_info, np.ones(n, dtype=bool))
-        frames = env.call("render") if any(s is not None and s.frames is not None for s in slots) else None
+        frames = (
+            env.call("render")
+            if any(s is not None and s.frames is not None for s in slots)
+            else None
+        )
         for i, s in enumerate(slots):
             if s is None:
                 need_reset[i] = terminated[i] or truncated[i]

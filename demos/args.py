@@ -192,7 +192,9 @@ def _union_members(hint: Any) -> dict[str, type | None] | None:
         kind = getattr(c, "kind", None)
         if any(f.name == "kind" for f in dataclasses.fields(c)) or not isinstance(kind, str):
             if len(classes) > 1:
-                raise TypeError(f"{c.__name__} is in a union of configs: declare kind: ClassVar[str]")
+                raise TypeError(
+                    f"{c.__name__} is in a union of configs: declare kind: ClassVar[str]"
+                )
             kind = c.__name__.removesuffix("Config").lower() or c.__name__.lower()
         if kind in members or kind == "none":
             raise TypeError(f"{hint}: kind {kind!r} is taken")
@@ -210,7 +212,10 @@ def _kind_of(members: dict[str, type | None], value: Any, dest: str) -> str:
 
 
 def _walk(
-    cls: type, base: Any, path: str = "", owner: tuple[str, str] | None = None,
+    cls: type,
+    base: Any,
+    path: str = "",
+    owner: tuple[str, str] | None = None,
     hidden: frozenset[str] = frozenset(),
 ) -> Iterator[_Spec]:
     """The specs of ``cls``'s fields under ``path``, depth first, with defaults from ``base``;
@@ -236,7 +241,9 @@ def _walk(
         elif _is_config(hint) and f.metadata.get("flatten"):
             if f.metadata.get("presets"):
                 raise TypeError(f"{_flag(dest)}: a flattened config cannot have presets")
-            yield from _walk(hint, default, path, owner, hidden)  # its options keep the parent's prefix
+            yield from _walk(
+                hint, default, path, owner, hidden
+            )  # its options keep the parent's prefix
         elif _is_config(hint):
             yield _Spec("struct", dest, f, hint, default, owner)
             yield from _walk(hint, default, dest, owner, hidden)
@@ -250,7 +257,9 @@ def _merged(cls: type, default: Any) -> list[list[_Spec]]:
     for s in _walk(cls, _MISSING if default is None else default):
         same = by_dest.setdefault(s.dest, [])
         if same and (same[0].role, same[0].hint) != (s.role, s.hint):
-            raise TypeError(f"{s.flag}: union members declare it differently ({same[0].hint}, {s.hint})")
+            raise TypeError(
+                f"{s.flag}: union members declare it differently ({same[0].hint}, {s.hint})"
+            )
         same.append(s)
     return list(by_dest.values())
 
@@ -283,7 +292,9 @@ class _NestedFlag(argparse.Action):
     def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, **kwargs)
 
-    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+    def __call__(
+        self, parser: Any, namespace: Any, values: Any, option_string: str | None = None
+    ) -> None:
         setattr(namespace, self.dest, option_string == self.option_strings[0])
 
 
@@ -325,7 +336,10 @@ def _add_preset_selector(target: Any, s: _Spec, presets: dict[str, Any]) -> None
     default = _preset_name(presets, s.default)
     help_text = s.field.metadata.get("help", "")
     target.add_argument(
-        s.flag, dest=s.dest, choices=list(presets), default=argparse.SUPPRESS,
+        s.flag,
+        dest=s.dest,
+        choices=list(presets),
+        default=argparse.SUPPRESS,
         help=f"{help_text}: the preset its options change (default: {default or 'none of them'})",
     )
 
@@ -333,7 +347,11 @@ def _add_preset_selector(target: Any, s: _Spec, presets: dict[str, Any]) -> None
 def _add_selector(target: Any, s: _Spec, top: bool) -> None:
     assert s.members is not None
     help_text = s.field.metadata.get("help", "")
-    kwargs: dict[str, Any] = {"dest": s.dest, "choices": list(s.members), "default": argparse.SUPPRESS}
+    kwargs: dict[str, Any] = {
+        "dest": s.dest,
+        "choices": list(s.members),
+        "default": argparse.SUPPRESS,
+    }
     if s.default is _MISSING:
         kwargs["help"] = f"{help_text} (required)"
         kwargs["required"] = top
@@ -526,7 +544,9 @@ def _build(cls: type[T], base: Any, path: str, ns: argparse.Namespace) -> T:
     return dataclasses.replace(base, **given) if given else base
 
 
-def _build_union(members: dict[str, type | None], default: Any, dest: str, ns: argparse.Namespace) -> Any:
+def _build_union(
+    members: dict[str, type | None], default: Any, dest: str, ns: argparse.Namespace
+) -> Any:
     """The chosen kind (given, else the default's) built from the options given for it."""
     kind = getattr(ns, dest, None)
     if kind is None and default is not _MISSING:
@@ -540,9 +560,7 @@ def _build_union(members: dict[str, type | None], default: Any, dest: str, ns: a
         if key.startswith(dest + ".") and key not in own_dests:
             flags = list(dict.fromkeys(s.flag for s in own))
             listed = f"its options: {', '.join(flags)}" if flags else "it has no options"
-            raise ValueError(
-                f"{_flag(key)} is not an option of {_flag(dest)} {kind} ({listed})"
-            )
+            raise ValueError(f"{_flag(key)} is not an option of {_flag(dest)} {kind} ({listed})")
     if member is None:
         return None
     return _build(member, default if type(default) is member else _MISSING, dest, ns)

@@ -13,7 +13,11 @@ COMMANDS = [
         "bench",
         "Speed benchmarks (medians of repeated runs).",
         {
-            "env": ("Control steps/s of every env, with and without rendering.", BenchEnvConfig, run_bench_env),
+            "env": (
+                "Control steps/s of every env, with and without rendering.",
+                BenchEnvConfig,
+                run_bench_env,
+            ),
             "dfo": ("DFO latency and training throughput.", BenchDfoConfig, run_bench_dfo),
             "optimizers": (
                 "DFO, Langevin and autoregressive DFO on N-D coordinate regression (N = 2..16).",

@@ -43,9 +43,19 @@ from ebm_policy.policies import images_to_tensor
 
 @dataclass(frozen=True)
 class BenchDfoConfig:
-    backbones: tuple[str, ...] = help_field(("full", "fast"), "CNN presets (full, fast, faster) to time DFO with", check=one_of("full", "fast", "faster"))
-    train_backbones: tuple[str, ...] = help_field(("full", "fast", "faster"), "CNN presets to time training with", check=one_of("full", "fast", "faster"))
-    train_sizes: tuple[int, ...] = help_field((64, 96), "image sizes of the training-throughput table", min=16)
+    backbones: tuple[str, ...] = help_field(
+        ("full", "fast"),
+        "CNN presets (full, fast, faster) to time DFO with",
+        check=one_of("full", "fast", "faster"),
+    )
+    train_backbones: tuple[str, ...] = help_field(
+        ("full", "fast", "faster"),
+        "CNN presets to time training with",
+        check=one_of("full", "fast", "faster"),
+    )
+    train_sizes: tuple[int, ...] = help_field(
+        (64, 96), "image sizes of the training-throughput table", min=16
+    )
     ref_samples: int = help_field(16384, "DFO samples of the reference setting", min=1)
     ref_iterations: int = help_field(3, "DFO iterations of the reference setting", min=0)
     repeats: int = help_field(20, "timed calls for one image (median reported)", min=1)
@@ -54,9 +64,15 @@ class BenchDfoConfig:
     # fast and naive calls alternate, so both see the same machine load
     train_steps: int = help_field(30, "training steps timed (batch 8, 128 counter-examples)", min=1)
     train_repeats: int = help_field(3, "timed training runs per cell (median reported)", min=1)
-    dfo_train_steps: int = help_field(300, "training steps of the policies the DFO is timed with", min=1)
-    threads: int | None = help_field(None, "torch threads (default: torch's choice, the core count)", min=1)
-    device: str = help_field("cpu", "device to train and time on: cpu, cuda, cuda:1, ...", check=torch_device)
+    dfo_train_steps: int = help_field(
+        300, "training steps of the policies the DFO is timed with", min=1
+    )
+    threads: int | None = help_field(
+        None, "torch threads (default: torch's choice, the core count)", min=1
+    )
+    device: str = help_field(
+        "cpu", "device to train and time on: cpu, cuda, cuda:1, ...", check=torch_device
+    )
     seed: int = help_field(0, "seed", min=0)
 
 
@@ -102,8 +118,16 @@ def trained_policy(
     """A briefly trained implicit policy on ``size`` px images and its training samples/s."""
     config = with_cnn_preset(COORD_REGRESSION_IMPLICIT, backbone)
     train_set, _ = make_split("standard", 64, 1, seed, resolution=size)
-    tcfg = replace(COORD_REGRESSION_TRAIN, steps=steps, seed=seed, log_interval=steps, ckpt_interval=10**9,
-                   energy_snapshots=0, progress=False, device=device)  # batch 8, the bench's threads
+    tcfg = replace(
+        COORD_REGRESSION_TRAIN,
+        steps=steps,
+        seed=seed,
+        log_interval=steps,
+        ckpt_interval=10**9,
+        energy_snapshots=0,
+        progress=False,
+        device=device,
+    )  # batch 8, the bench's threads
     with tempfile.TemporaryDirectory() as tmp:
         train(make_policy(config, size, seed), train_set, replace(tcfg, steps=3), f"{tmp}/warmup")
         policy = make_policy(config, size, seed)
@@ -122,7 +146,9 @@ def with_cnn_preset(config: ImplicitPolicyConfig, preset: str) -> ImplicitPolicy
     return replace(config, model=replace(config.model, backbone=replace(backbone, cnn=cnn)))
 
 
-def time_dfo(policy: ImplicitPolicy, images: torch.Tensor, cfg: BenchDfoConfig, dfo_cfg: DFOConfig) -> dict[str, Any]:
+def time_dfo(
+    policy: ImplicitPolicy, images: torch.Tensor, cfg: BenchDfoConfig, dfo_cfg: DFOConfig
+) -> dict[str, Any]:
     """Fast vs naive DFO on ``images`` (float CHW): medians and whether the answers agree. Each
     timed call includes building its energy (the fast path encodes the images there)."""
     dfo = build_optimizer(dfo_cfg)
@@ -133,17 +159,26 @@ def time_dfo(policy: ImplicitPolicy, images: torch.Tensor, cfg: BenchDfoConfig, 
 
     def run(naive: bool, seed: int = cfg.seed) -> torch.Tensor:
         g = torch.Generator(device).manual_seed(seed)
-        energy = NaiveModelEnergy(model, images) if naive else ModelEnergy.of_images(model, images, max_elements)
+        energy = (
+            NaiveModelEnergy(model, images)
+            if naive
+            else ModelEnergy.of_images(model, images, max_elements)
+        )
         return dfo.infer(energy, low, high, generator=g)  # type: ignore[return-value]
 
     batch = images.shape[0] > 1
     repeats = (cfg.batch_repeats, 1) if batch else (cfg.repeats, max(3, cfg.repeats // 2))
     warmups = (1, 0) if batch else (1, 1)  # the batched naive call takes seconds: no warm-up
-    fast_s, naive_s = interleaved_medians([lambda: run(False), lambda: run(True)], repeats, warmups, device)
+    fast_s, naive_s = interleaved_medians(
+        [lambda: run(False), lambda: run(True)], repeats, warmups, device
+    )
     fast, naive, other_seed = run(False), run(True), run(False, cfg.seed + 1)
     return {
-        "batch": images.shape[0], "fast_s": fast_s, "naive_s": naive_s,
-        "speedup": naive_s / fast_s, "identical": int((fast == naive).all(-1).sum()),
+        "batch": images.shape[0],
+        "fast_s": fast_s,
+        "naive_s": naive_s,
+        "speedup": naive_s / fast_s,
+        "identical": int((fast == naive).all(-1).sum()),
         "max_diff": float((fast - naive).abs().max()),
         "seed_spread": float((fast - other_seed).abs().max()),
     }
@@ -154,31 +189,49 @@ def run_bench_dfo(cfg: BenchDfoConfig) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{torch.get_num_threads()} threads"
+    )
     print(f"torch {torch.__version__}, {cfg.device} ({where})\n")
-    batch, negatives = COORD_REGRESSION_TRAIN.batch_size, COORD_REGRESSION_IMPLICIT.loss.num_counter_examples
+    batch, negatives = (
+        COORD_REGRESSION_TRAIN.batch_size,
+        COORD_REGRESSION_IMPLICIT.loss.num_counter_examples,
+    )
     print(f"Training (batch {batch}, {negatives} counter-examples, InfoNCE), samples/s:\n")
     print("| CNN preset | " + " | ".join(f"{s} px" for s in cfg.train_sizes) + " |")
     print("|---|" + "---:|" * len(cfg.train_sizes))
     for backbone in cfg.train_backbones:
         cells = []
         for size in cfg.train_sizes:
-            rates = [trained_policy(backbone, size, cfg.train_steps, cfg.seed, cfg.device)[1]
-                     for _ in range(cfg.train_repeats)]
+            rates = [
+                trained_policy(backbone, size, cfg.train_steps, cfg.seed, cfg.device)[1]
+                for _ in range(cfg.train_repeats)
+            ]
             cells.append(f"{statistics.median(rates):.0f}")
         print(f"| {backbone} | " + " | ".join(cells) + " |", flush=True)
     _, test_set = make_split("standard", 1, cfg.batch_size, cfg.seed + 7)
     images = images_to_tensor(test_set.images, device, 3)
-    print(f"\nDFO inference, 96 px images, policies trained {cfg.dfo_train_steps} steps (fast: image encoded")
-    print("once, split first layer, chunked; naive: re-encodes every iteration, concatenated MLP, the")
+    print(
+        f"\nDFO inference, 96 px images, policies trained {cfg.dfo_train_steps} steps (fast: image encoded"
+    )
+    print(
+        "once, split first layer, chunked; naive: re-encodes every iteration, concatenated MLP, the"
+    )
     print("reference's way; medians):\n")
-    print("| CNN preset | DFO samples x iters | images | fast | naive | speed-up | same answers | max diff | other seed |")
+    print(
+        "| CNN preset | DFO samples x iters | images | fast | naive | speed-up | same answers | max diff | other seed |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for backbone in cfg.backbones:
         policy = trained_policy(backbone, 96, cfg.dfo_train_steps, cfg.seed, cfg.device)[0].eval()
         own = policy.config.optimizer
         assert isinstance(own, DFOConfig)
-        for dfo_cfg in (replace(own, num_samples=cfg.ref_samples, iterations=cfg.ref_iterations), own):
+        for dfo_cfg in (
+            replace(own, num_samples=cfg.ref_samples, iterations=cfg.ref_iterations),
+            own,
+        ):
             for imgs in (images[:1], images):
                 r = time_dfo(policy, imgs, cfg, dfo_cfg)
                 print(
@@ -197,4 +250,3 @@ def run_bench_dfo(cfg: BenchDfoConfig) -> None:
 
 def _fmt(seconds: float) -> str:
     return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
-

@@ -27,7 +27,9 @@ from envs.base import SIZE_RANGE
 class BenchEnvConfig:
     steps: int = help_field(1000, "control steps per run", min=1)
     repeats: int = help_field(5, "runs per env and observation type; medians are reported", min=1)
-    image_size: int = help_field(96, "observation image size in pixels", min=SIZE_RANGE[0], max=SIZE_RANGE[1])
+    image_size: int = help_field(
+        96, "observation image size in pixels", min=SIZE_RANGE[0], max=SIZE_RANGE[1]
+    )
     envs: tuple[str, ...] = help_field(envs.ENV_IDS, "env ids to benchmark", check=registered_env)
 
 

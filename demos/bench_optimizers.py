@@ -39,8 +39,17 @@ from ebm_policy.fileio import write_text_atomic
 METHODS = ("dfo", "langevin", "autoregressive_dfo")
 # Eight distinct saturated colours; block i always has colour i.
 COLORS = np.array(
-    [[230, 25, 25], [25, 160, 25], [25, 25, 230], [230, 160, 0],
-     [160, 0, 200], [0, 190, 190], [120, 70, 20], [240, 0, 140]], dtype=np.uint8
+    [
+        [230, 25, 25],
+        [25, 160, 25],
+        [25, 25, 230],
+        [230, 160, 0],
+        [160, 0, 200],
+        [0, 190, 190],
+        [120, 70, 20],
+        [240, 0, 140],
+    ],
+    dtype=np.uint8,
 )
 BLOCK = 5
 
@@ -50,8 +59,12 @@ class BenchOptimizersConfig:
     """Options of ``ibc-gym bench optimizers``."""
 
     out: Path = help_field(Path("bench_optimizers"), "results folder (results.jsonl, summary.md)")
-    dims: tuple[int, ...] = help_field((2, 4, 8, 16), "action dimensions (even: two per block)", min=2, max=16)
-    methods: tuple[str, ...] = help_field(METHODS, f"methods ({', '.join(METHODS)})", check=one_of(*METHODS))
+    dims: tuple[int, ...] = help_field(
+        (2, 4, 8, 16), "action dimensions (even: two per block)", min=2, max=16
+    )
+    methods: tuple[str, ...] = help_field(
+        METHODS, f"methods ({', '.join(METHODS)})", check=one_of(*METHODS)
+    )
     image_size: int = help_field(64, "image size in pixels", min=24, max=128)
     train_images: int = help_field(200, "training images", min=1)
     test_images: int = help_field(100, "held-out test images", min=1)
@@ -65,7 +78,9 @@ class BenchOptimizersConfig:
         help="the policy's settings; each method replaces its loss and optimizer with the method's pair",
     )
     train: TrainConfig = help_field(
-        factory=lambda: TrainConfig(steps=1000, progress=False, energy_snapshots=0, tensorboard=False),
+        factory=lambda: TrainConfig(
+            steps=1000, progress=False, energy_snapshots=0, tensorboard=False
+        ),
         help="training of each run",
     )
 
@@ -84,7 +99,9 @@ class BenchOptimizersConfig:
 
 
 # --------------------------------------------------------------------------- data
-def make_blocks(n: int, blocks: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def make_blocks(
+    n: int, blocks: int, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """``-> images (n, size, size, 3) uint8, targets (n, 2 * blocks) float32`` in [-1, 1].
 
     Blocks do not overlap (centres at least ``BLOCK + 1`` pixels apart on one axis); target
@@ -124,16 +141,24 @@ def run_one(cfg: BenchOptimizersConfig, method: str, dim: int) -> dict[str, Any]
     rng = np.random.default_rng([cfg.seed, dim])  # the same images for every method
     train_x, train_y = make_blocks(cfg.train_images, dim // 2, cfg.image_size, rng)
     test_x, test_y = make_blocks(cfg.test_images, dim // 2, cfg.image_size, rng)
-    policy = ImplicitPolicy(cfg.policy_config(method, dim), -np.ones(dim), np.ones(dim), seed=cfg.seed)
+    policy = ImplicitPolicy(
+        cfg.policy_config(method, dim), -np.ones(dim), np.ones(dim), seed=cfg.seed
+    )
     run_dir = cfg.out / "runs" / f"{method}_n{dim}"
     t0, cpu0 = time.perf_counter(), time.process_time()
-    train(policy, BlockDataset(train_x, train_y), replace(cfg.train, seed=cfg.seed), run_dir, resume=True)
+    train(
+        policy,
+        BlockDataset(train_x, train_y),
+        replace(cfg.train, seed=cfg.seed),
+        run_dir,
+        resume=True,
+    )
     train_s, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     policy.eval()
     generator = torch.Generator().manual_seed(cfg.seed)
-    preds = torch.cat([
-        policy.select_action(test_x[i : i + 25], generator) for i in range(0, len(test_x), 25)
-    ]).numpy()
+    preds = torch.cat(
+        [policy.select_action(test_x[i : i + 25], generator) for i in range(0, len(test_x), 25)]
+    ).numpy()
     half_range_px = (cfg.image_size - 1 - 2 * (BLOCK // 2)) / 2
     err_px = np.abs(preds - test_y) * half_range_px  # (n, N) per-coordinate errors in pixels
     block_err = np.linalg.norm(err_px.reshape(len(test_x), -1, 2), axis=-1)  # (n, blocks)
@@ -155,7 +180,9 @@ def run_one(cfg: BenchOptimizersConfig, method: str, dim: int) -> dict[str, Any]
         "tolerance_px": cfg.tolerance,
         "train_seconds": round(train_s, 1),
         "train_cpu_seconds": round(train_cpu, 1),
-        "train_samples_per_s": round(steps * cfg.train.batch_size / train_s, 1) if train_s > 0 else None,
+        "train_samples_per_s": round(steps * cfg.train.batch_size / train_s, 1)
+        if train_s > 0
+        else None,
         "infer_ms_median": round(1000 * statistics.median(latencies[2:]), 2),
         "steps": steps,
         "train_images": cfg.train_images,
@@ -216,8 +243,10 @@ def run_bench_optimizers(cfg: BenchOptimizersConfig) -> list[dict[str, Any]]:
     for row in _map(_run_one, todo, cfg.jobs):
         rows.append(row)
         write_text_atomic(results, "".join(json.dumps(r) + "\n" for r in rows))
-        print(f"  N={row['dim']:2d} {row['method']:<19} error {row['mean_block_error_px']:.2f} px, "
-              f"success {row['success_rate']:.0%}, {row['infer_ms_median']:.1f} ms/image")
+        print(
+            f"  N={row['dim']:2d} {row['method']:<19} error {row['mean_block_error_px']:.2f} px, "
+            f"success {row['success_rate']:.0%}, {row['infer_ms_median']:.1f} ms/image"
+        )
     rows = [r for r in rows if r["dim"] in cfg.dims and r["method"] in cfg.methods]
     table = format_table(rows)
     header = (

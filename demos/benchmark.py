@@ -51,13 +51,17 @@ def prepare_out(cfg: BenchmarkConfig) -> None:
         raise ValueError(f"--out {cfg.out} is a file, not a results folder")
     if cfg.out.exists() and any(cfg.out.iterdir()):
         if not grid_path.exists():
-            raise ValueError(f"{cfg.out} is not empty and holds no grid.json (not a benchmark folder); "
-                             f"choose another --out")
+            raise ValueError(
+                f"{cfg.out} is not empty and holds no grid.json (not a benchmark folder); "
+                f"choose another --out"
+            )
         old = json.loads(grid_path.read_text())
         if old != grid and not cfg.fresh:
             differ = sorted(k for k in old.keys() | grid.keys() if old.get(k) != grid.get(k))
-            raise ValueError(f"{cfg.out} holds another grid (differs in {', '.join(differ)}); "
-                             f"pass --fresh to replace it or choose another --out")
+            raise ValueError(
+                f"{cfg.out} holds another grid (differs in {', '.join(differ)}); "
+                f"pass --fresh to replace it or choose another --out"
+            )
         if cfg.fresh:
             shutil.rmtree(cfg.out)
     if not grid_path.exists():
@@ -89,6 +93,7 @@ def _worker_run_cell(cfg: BenchmarkConfig, cell: Cell) -> list[dict[str, Any]]:
 
 def _run_cells(cfg: BenchmarkConfig, todo: list[Cell], bar: tqdm) -> None:
     """Run ``todo``: in this process with one job, else in ``--jobs`` spawned processes."""
+
     def finished() -> None:
         bar.update(1)
         write_results(cfg)
@@ -123,10 +128,17 @@ def run_benchmark(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
             prepare_datasets(cfg, env, action_type)
     cells = cfg.cells()
     todo = [c for c in cells if read_rows(cfg, c) is None]
-    print(f"benchmark: {len(cells)} cells ({len(cells) - len(todo)} already done), "
-          f"{cfg.jobs} job(s) -> {cfg.out}")
-    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="benchmark", unit="cell",
-               disable=not cfg.progress)
+    print(
+        f"benchmark: {len(cells)} cells ({len(cells) - len(todo)} already done), "
+        f"{cfg.jobs} job(s) -> {cfg.out}"
+    )
+    bar = tqdm(
+        total=len(cells),
+        initial=len(cells) - len(todo),
+        desc="benchmark",
+        unit="cell",
+        disable=not cfg.progress,
+    )
     try:
         _run_cells(cfg, todo, bar)
     finally:
@@ -136,14 +148,18 @@ def run_benchmark(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
     write_text_atomic(cfg.out / "summary.md", summary)
     write_plots(rows, cfg.out, cfg.eval_last)
     print(summary)
-    print(f"done in {time.perf_counter() - t0:.0f} s: {cfg.out / 'results.jsonl'}, summary.md, "
-          f"stability.png, data_efficiency.png")
+    print(
+        f"done in {time.perf_counter() - t0:.0f} s: {cfg.out / 'results.jsonl'}, summary.md, "
+        f"stability.png, data_efficiency.png"
+    )
     return rows
 
 
-COMMANDS = [(
-    "benchmark",
-    "Compare policies over envs, training seeds, numbers of demos and checkpoints.",
-    BenchmarkConfig,
-    run_benchmark,
-)]
+COMMANDS = [
+    (
+        "benchmark",
+        "Compare policies over envs, training seeds, numbers of demos and checkpoints.",
+        BenchmarkConfig,
+        run_benchmark,
+    )
+]

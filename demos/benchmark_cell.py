@@ -53,17 +53,26 @@ def prepare_datasets(cfg: BenchmarkConfig, env: str, action_type: str) -> list[P
     full = cfg.dataset_path(env, action_type, largest)
     if not full.exists():
         with contextlib.redirect_stdout(io.StringIO()):
-            collect(CollectConfig(
-                env=env, episodes=largest, out=full, seed=cfg.data_seed, image_size=cfg.image_size,
-                progress=False, **action_type_kwargs(action_type),
-            ))
+            collect(
+                CollectConfig(
+                    env=env,
+                    episodes=largest,
+                    out=full,
+                    seed=cfg.data_seed,
+                    image_size=cfg.image_size,
+                    progress=False,
+                    **action_type_kwargs(action_type),
+                )
+            )
     paths = []
     for n in cfg.demos:
         path = cfg.dataset_path(env, action_type, n)
         if not path.exists():
             write_subset(full, path, n)
         paths.append(path)
-    eval_seeds = set(range(cfg.eval_seed, cfg.eval_seed + max(cfg.eval_episodes, cfg.early_eval_episodes)))
+    eval_seeds = set(
+        range(cfg.eval_seed, cfg.eval_seed + max(cfg.eval_episodes, cfg.early_eval_episodes))
+    )
     overlap = eval_seeds & {int(s) for s in DemoDataset(full).episode_seeds}
     if overlap:
         raise ValueError(f"demo seeds of {full} overlap the evaluation seeds (e.g. {min(overlap)})")
@@ -89,7 +98,9 @@ def write_subset(src: Path, dst: Path, n: int) -> Path:
                     g.require_group(name).attrs.update(dict(obj.attrs))
                     return
                 stop = n if name.startswith("episode_") else end
-                layout = {"chunks": obj.chunks, "compression": obj.compression} if obj.ndim >= 3 else {}
+                layout = (
+                    {"chunks": obj.chunks, "compression": obj.compression} if obj.ndim >= 3 else {}
+                )
                 g.create_dataset(name, data=obj[:stop], **layout).attrs.update(dict(obj.attrs))
 
             f.visititems(copy)
@@ -109,15 +120,25 @@ def run_cell(cfg: BenchmarkConfig, cell: Cell) -> list[dict[str, Any]]:
     t0, cpu0 = time.perf_counter(), time.process_time()
     with contextlib.redirect_stdout(io.StringIO()):
         policy, configs = cfg.policy_configs(cell.policy)
-        run_train(TrainJobConfig(
-            data=cfg.dataset_path(cell.env, cell.action_type, cell.n_demos),
-            policy=policy,  # type: ignore[arg-type]
-            out=run_dir, env=cell.env, resume=True, policies=configs,
-            train=TrainConfig(
-                steps=cfg.steps, batch_size=cfg.batch_size, seed=cell.seed, num_threads=1,
-                ckpt_interval=cfg.keep_every, keep_every=cfg.keep_every, progress=False,
-            ),
-        ))
+        run_train(
+            TrainJobConfig(
+                data=cfg.dataset_path(cell.env, cell.action_type, cell.n_demos),
+                policy=policy,  # type: ignore[arg-type]
+                out=run_dir,
+                env=cell.env,
+                resume=True,
+                policies=configs,
+                train=TrainConfig(
+                    steps=cfg.steps,
+                    batch_size=cfg.batch_size,
+                    seed=cell.seed,
+                    num_threads=1,
+                    ckpt_interval=cfg.keep_every,
+                    keep_every=cfg.keep_every,
+                    progress=False,
+                ),
+            )
+        )
     train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     rows = evaluate_checkpoints(cfg, cell, run_dir)
     for row in rows:
@@ -139,7 +160,9 @@ def evaluate_checkpoints(cfg: BenchmarkConfig, cell: Cell, run_dir: Path) -> lis
             seeds = list(range(cfg.eval_seed, cfg.eval_seed + episodes))
             overlap = set(seeds) & set(agent.train_seeds)
             if overlap:
-                raise ValueError(f"evaluation seeds overlap the demo seeds of {ckpt} (e.g. {min(overlap)})")
+                raise ValueError(
+                    f"evaluation seeds overlap the demo seeds of {ckpt} (e.g. {min(overlap)})"
+                )
             if env is None:
                 kwargs = dict(agent.env_kwargs, **action_type_kwargs(cell.action_type))
                 env = make_vector_env(cell.env, cfg.eval_envs, **kwargs)
@@ -147,21 +170,24 @@ def evaluate_checkpoints(cfg: BenchmarkConfig, cell: Cell, run_dir: Path) -> lis
             t0, cpu0 = time.perf_counter(), time.process_time()
             eps = rollout(env, agent, seeds, keep_observations=False, stats=stats)
             metrics = summarize(eps, stats, cfg.eval_envs)
-            rows.append({
-                **cfg.row_settings(), **cell.settings(),
-                "cell": cell.name,
-                "step": step,
-                "checkpoint": str(ckpt.relative_to(cfg.out)),
-                "episodes": len(eps),
-                "successes": sum(ep.success for ep in eps),
-                "success_rate": metrics["eval/success_rate"],
-                "ci95": metrics["eval/success_ci95"],
-                "mean_episode_length": metrics["eval/mean_episode_length"],
-                "mean_final_distance": metrics["eval/mean_final_distance"],
-                "policy_ms_per_step": metrics["eval/policy_ms_per_step"],
-                "eval_seconds": round(time.perf_counter() - t0, 2),
-                "eval_cpu_seconds": round(time.process_time() - cpu0, 2),
-            })
+            rows.append(
+                {
+                    **cfg.row_settings(),
+                    **cell.settings(),
+                    "cell": cell.name,
+                    "step": step,
+                    "checkpoint": str(ckpt.relative_to(cfg.out)),
+                    "episodes": len(eps),
+                    "successes": sum(ep.success for ep in eps),
+                    "success_rate": metrics["eval/success_rate"],
+                    "ci95": metrics["eval/success_ci95"],
+                    "mean_episode_length": metrics["eval/mean_episode_length"],
+                    "mean_final_distance": metrics["eval/mean_final_distance"],
+                    "policy_ms_per_step": metrics["eval/policy_ms_per_step"],
+                    "eval_seconds": round(time.perf_counter() - t0, 2),
+                    "eval_cpu_seconds": round(time.process_time() - cpu0, 2),
+                }
+            )
     finally:
         if env is not None:
             env.close()

@@ -24,7 +24,12 @@ from envs.base import SIZE_RANGE
 DEFAULT_ENVS: tuple[str, ...] = ("ibc/ReachAroundObstacle-v0",)
 # "implicit" is the --implicit config (DFO by default); "implicit-<method>" takes the paper's
 # training objective and inference optimizer of <method> and the rest from --implicit.
-POLICIES: tuple[str, ...] = ("implicit", "explicit", "implicit-langevin", "implicit-autoregressive_dfo")
+POLICIES: tuple[str, ...] = (
+    "implicit",
+    "explicit",
+    "implicit-langevin",
+    "implicit-autoregressive_dfo",
+)
 ACTION_TYPES: tuple[str, ...] = ("position", "delta")
 
 # Whether ``CollectConfig`` (and so the envs) takes an action type yet; see action_type_kwargs.
@@ -32,10 +37,20 @@ COLLECT_HAS_ACTION_TYPE = "action_type" in {f.name for f in dataclasses.fields(C
 
 # What --quick replaces: a grid of seconds (tiny images, few demos, steps and episodes).
 QUICK: dict[str, Any] = {
-    "image_size": 32, "demos": (2, 4), "seeds": (0,), "steps": 20, "batch_size": 8,
-    "keep_every": 10, "eval_episodes": 2, "eval_last": 2, "early_eval_episodes": 0, "eval_envs": 1,
+    "image_size": 32,
+    "demos": (2, 4),
+    "seeds": (0,),
+    "steps": 20,
+    "batch_size": 8,
+    "keep_every": 10,
+    "eval_episodes": 2,
+    "eval_last": 2,
+    "early_eval_episodes": 0,
+    "eval_envs": 1,
     "models": PolicyConfigs(
-        implicit=ImplicitPolicyConfig(loss=InfoNCEConfig(num_counter_examples=16), optimizer=DFOConfig(num_samples=128))
+        implicit=ImplicitPolicyConfig(
+            loss=InfoNCEConfig(num_counter_examples=16), optimizer=DFOConfig(num_samples=128)
+        )
     ),
 }
 
@@ -76,8 +91,13 @@ class Cell:
         return f"{env_slug(self.env)}_{self.policy}_n{self.n_demos}_{self.action_type}_s{self.seed}"
 
     def settings(self) -> dict[str, Any]:
-        return {"env": self.env, "policy": self.policy, "n_demos": self.n_demos,
-                "action_type": self.action_type, "seed": self.seed}
+        return {
+            "env": self.env,
+            "policy": self.policy,
+            "n_demos": self.n_demos,
+            "action_type": self.action_type,
+            "seed": self.seed,
+        }
 
 
 @dataclass(frozen=True)
@@ -87,25 +107,51 @@ class BenchmarkConfig:
     The default grid (one env x 2 policies x 2 numbers of demos x 3 seeds = 12 cells of 2,000
     steps) is sized for about half an hour on two cores with ``--jobs 2``."""
 
-    out: Path = help_field(Path("benchmark"), "results folder (grid.json, results.jsonl, summary.md, plots)")
+    out: Path = help_field(
+        Path("benchmark"), "results folder (grid.json, results.jsonl, summary.md, plots)"
+    )
     envs: tuple[str, ...] = help_field(DEFAULT_ENVS, "env ids", check=registered_env)
-    policies: tuple[str, ...] = help_field(POLICIES[:2], f"policies ({', '.join(POLICIES)})", check=one_of(*POLICIES))
-    seeds: tuple[int, ...] = help_field((0, 1, 2), "training seeds (weights, data order, counter-examples)", min=0)
+    policies: tuple[str, ...] = help_field(
+        POLICIES[:2], f"policies ({', '.join(POLICIES)})", check=one_of(*POLICIES)
+    )
+    seeds: tuple[int, ...] = help_field(
+        (0, 1, 2), "training seeds (weights, data order, counter-examples)", min=0
+    )
     demos: tuple[int, ...] = help_field(
         (30, 300), "numbers of demos (the first N episodes of one collection of the largest)", min=1
     )
-    action_types: tuple[str, ...] = help_field(("position",), f"env action types ({', '.join(ACTION_TYPES)})", check=one_of(*ACTION_TYPES))
-    data_seed: int = help_field(0, "demo episode i is reset with data-seed + i (the expert's seed too)", min=0)
-    image_size: int = help_field(64, "observation image size in pixels", min=SIZE_RANGE[0], max=SIZE_RANGE[1])
-    steps: int = help_field(TrainConfig().steps, "training steps per cell (a multiple of --keep-every)", min=1)
+    action_types: tuple[str, ...] = help_field(
+        ("position",), f"env action types ({', '.join(ACTION_TYPES)})", check=one_of(*ACTION_TYPES)
+    )
+    data_seed: int = help_field(
+        0, "demo episode i is reset with data-seed + i (the expert's seed too)", min=0
+    )
+    image_size: int = help_field(
+        64, "observation image size in pixels", min=SIZE_RANGE[0], max=SIZE_RANGE[1]
+    )
+    steps: int = help_field(
+        TrainConfig().steps, "training steps per cell (a multiple of --keep-every)", min=1
+    )
     batch_size: int = help_field(TrainConfig().batch_size, "training batch size", min=1)
     keep_every: int = help_field(250, "keep and evaluate a checkpoint every this many steps", min=1)
-    eval_episodes: int = help_field(50, "evaluation episodes of each of the last --eval-last checkpoints", min=1)
-    eval_last: int = help_field(5, "checkpoints evaluated with --eval-episodes (and the stability spread)", min=1)
-    early_eval_episodes: int = help_field(10, "evaluation episodes of each earlier checkpoint (0: skip them)", min=0)
-    eval_seed: int = help_field(100_000, "evaluation episode i is reset with eval-seed + i (disjoint from the demos)", min=0)
-    eval_envs: int = help_field(1, "sub-envs stepped together during evaluation (the policy's batch)", min=1)
-    models: PolicyConfigs = help_field(factory=PolicyConfigs, flatten=True, help="the policies' configs")
+    eval_episodes: int = help_field(
+        50, "evaluation episodes of each of the last --eval-last checkpoints", min=1
+    )
+    eval_last: int = help_field(
+        5, "checkpoints evaluated with --eval-episodes (and the stability spread)", min=1
+    )
+    early_eval_episodes: int = help_field(
+        10, "evaluation episodes of each earlier checkpoint (0: skip them)", min=0
+    )
+    eval_seed: int = help_field(
+        100_000, "evaluation episode i is reset with eval-seed + i (disjoint from the demos)", min=0
+    )
+    eval_envs: int = help_field(
+        1, "sub-envs stepped together during evaluation (the policy's batch)", min=1
+    )
+    models: PolicyConfigs = help_field(
+        factory=PolicyConfigs, flatten=True, help="the policies' configs"
+    )
     jobs: int = help_field(2, "cells run side by side (one process and torch thread each)", min=1)
     quick: bool = help_field(False, f"a tiny grid of seconds (sets {', '.join(QUICK)})")
     fresh: bool = help_field(False, "delete the results folder's previous grid first")
@@ -121,7 +167,11 @@ class BenchmarkConfig:
     def grid_dict(self) -> dict[str, Any]:
         """Every setting that changes the results, JSON-ready (stored as ``grid.json``); the
         policies' configs as ``config_to_dict`` gives them."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in RUN_OPTIONS}
+        d = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in RUN_OPTIONS
+        }
         d["models"] = config_to_dict(self.models)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
@@ -140,7 +190,10 @@ class BenchmarkConfig:
                 if v != defaults[k]:
                     parts.append("[--implicit.*/--explicit.* as in grid.json]")
             elif v != defaults[k]:
-                parts.append(f"--{k.replace('_', '-')} " + (" ".join(map(str, v)) if isinstance(v, list) else str(v)))
+                parts.append(
+                    f"--{k.replace('_', '-')} "
+                    + (" ".join(map(str, v)) if isinstance(v, list) else str(v))
+                )
         return " ".join(parts)
 
     def policy_configs(self, policy: str) -> tuple[str, PolicyConfigs]:
@@ -159,18 +212,23 @@ class BenchmarkConfig:
         """``{step: episodes}`` of the kept checkpoints that are evaluated."""
         kept = self.kept_steps()
         plan = {s: self.early_eval_episodes for s in kept[: -self.eval_last]}
-        plan.update({s: self.eval_episodes for s in kept[-self.eval_last:]})
+        plan.update({s: self.eval_episodes for s in kept[-self.eval_last :]})
         return {s: n for s, n in plan.items() if n > 0}
 
     def cells(self) -> list[Cell]:
         return [
             Cell(env, n, at, seed, policy)
-            for env in self.envs for n in self.demos for at in self.action_types
-            for seed in self.seeds for policy in self.policies
+            for env in self.envs
+            for n in self.demos
+            for at in self.action_types
+            for seed in self.seeds
+            for policy in self.policies
         ]
 
     def dataset_path(self, env: str, action_type: str, n_demos: int) -> Path:
-        return self.out / "data" / f"{env_slug(env)}_{action_type}_seed{self.data_seed}_n{n_demos}.h5"
+        return (
+            self.out / "data" / f"{env_slug(env)}_{action_type}_seed{self.data_seed}_n{n_demos}.h5"
+        )
 
 
 def _check_names(option: str, given: tuple[Any, ...], known: tuple[Any, ...], what: str) -> None:
@@ -178,7 +236,9 @@ def _check_names(option: str, given: tuple[Any, ...], known: tuple[Any, ...], wh
         raise ValueError(f"--{option} needs at least one value")
     for name in given:
         if name not in known:
-            raise ValueError(f"unknown {what} {name!r} in --{option} (known: {', '.join(map(str, known))})")
+            raise ValueError(
+                f"unknown {what} {name!r} in --{option} (known: {', '.join(map(str, known))})"
+            )
     if len(set(given)) != len(given):
         raise ValueError(f"--{option} lists a value twice: {' '.join(map(str, given))}")
 
@@ -202,18 +262,32 @@ def _check_grid(cfg: BenchmarkConfig) -> None:
     for s in cfg.seeds:
         if s < 0:
             raise ValueError(f"--seeds must be non-negative, got {s}")
-    positive = ("image_size", "steps", "batch_size", "keep_every", "eval_episodes", "eval_last",
-                "eval_envs", "jobs")
+    positive = (
+        "image_size",
+        "steps",
+        "batch_size",
+        "keep_every",
+        "eval_episodes",
+        "eval_last",
+        "eval_envs",
+        "jobs",
+    )
     for name in positive:
         if getattr(cfg, name) <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+            raise ValueError(
+                f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}"
+            )
     if cfg.early_eval_episodes < 0:
         raise ValueError(f"--early-eval-episodes must be >= 0, got {cfg.early_eval_episodes}")
     if cfg.steps % cfg.keep_every:
-        raise ValueError(f"--steps ({cfg.steps}) must be a multiple of --keep-every ({cfg.keep_every})")
+        raise ValueError(
+            f"--steps ({cfg.steps}) must be a multiple of --keep-every ({cfg.keep_every})"
+        )
     evaluated = [n for n in (cfg.eval_episodes, cfg.early_eval_episodes) if n > 0]
     if cfg.eval_envs > min(evaluated):
-        raise ValueError(f"--eval-envs ({cfg.eval_envs}) exceeds the episodes of an evaluation ({min(evaluated)})")
+        raise ValueError(
+            f"--eval-envs ({cfg.eval_envs}) exceeds the episodes of an evaluation ({min(evaluated)})"
+        )
     # Collection drops the expert's failures and gives up after 10x as many: seeds stay below
     # data_seed + 11 * max(demos).
     demo_end = cfg.data_seed + 11 * max(cfg.demos)

@@ -38,14 +38,22 @@ def stability_figure(rows: list[dict[str, Any]], last: int = 5) -> Figure:
     for ax, ((env, n, at), prow) in zip(axes, panels.items(), strict=False):
         seeds = sorted({r["seed"] for r in prow})
         window = sorted({r["step"] for r in prow})[-last:]
-        ax.axvspan(window[0], window[-1], color="0.9", zorder=0, label=f"last {len(window)} checkpoints")
+        ax.axvspan(
+            window[0], window[-1], color="0.9", zorder=0, label=f"last {len(window)} checkpoints"
+        )
         for (policy, seed), crow in sorted(group_rows(prow, ("policy", "seed")).items()):
             crow = sorted(crow, key=lambda r: r["step"])
-            ax.plot([r["step"] for r in crow], [r["success_rate"] for r in crow],
-                    color=POLICY_COLORS.get(policy), ls=SEED_STYLES[seeds.index(seed) % len(SEED_STYLES)],
-                    marker="o", ms=3, label=f"{policy} seed {seed}")
+            ax.plot(
+                [r["step"] for r in crow],
+                [r["success_rate"] for r in crow],
+                color=POLICY_COLORS.get(policy),
+                ls=SEED_STYLES[seeds.index(seed) % len(SEED_STYLES)],
+                marker="o",
+                ms=3,
+                label=f"{policy} seed {seed}",
+            )
         _finish(ax, f"{env}, {n} demos, {at}", "training step", "success rate", legend_size=7)
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     return fig
 
@@ -73,17 +81,35 @@ def data_efficiency_figure(rows: list[dict[str, Any]], last: int = 5) -> Figure:
         for policy, grows in group_rows(prow, ("policy",)).items():
             grows = sorted(grows, key=lambda g: g["n_demos"])
             color = POLICY_COLORS.get(policy[0])
-            ax.errorbar([g["n_demos"] for g in grows], [g["success_mean"] for g in grows],
-                        yerr=[g["success_std"] for g in grows], color=color, marker="o",
-                        capsize=3, label=policy[0])
-            dots = [c for c in cells if (c["env"], c["action_type"], c["policy"]) == (env, at, policy[0])]
-            ax.scatter([c["n_demos"] for c in dots], [c["final"]["success_rate"] for c in dots],
-                       color=color, s=10, alpha=0.5, zorder=3)
+            ax.errorbar(
+                [g["n_demos"] for g in grows],
+                [g["success_mean"] for g in grows],
+                yerr=[g["success_std"] for g in grows],
+                color=color,
+                marker="o",
+                capsize=3,
+                label=policy[0],
+            )
+            dots = [
+                c
+                for c in cells
+                if (c["env"], c["action_type"], c["policy"]) == (env, at, policy[0])
+            ]
+            ax.scatter(
+                [c["n_demos"] for c in dots],
+                [c["final"]["success_rate"] for c in dots],
+                color=color,
+                s=10,
+                alpha=0.5,
+                zorder=3,
+            )
         ax.set_xscale("log")
         ax.set_xticks(demos, [str(d) for d in demos])
         ax.minorticks_off()
-        _finish(ax, f"{env}, {at}", "number of demos", "success rate (final checkpoint)", legend_size=8)
-    for ax in axes[len(panels):]:
+        _finish(
+            ax, f"{env}, {at}", "number of demos", "success rate (final checkpoint)", legend_size=8
+        )
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     return fig
 

@@ -20,7 +20,9 @@ SPREAD_GOAL = 0.10  # at most 10 points of success between the last checkpoints 
 GROUP_KEYS = ("env", "policy", "n_demos", "action_type")
 
 
-def group_rows(rows: Iterable[dict[str, Any]], keys: tuple[str, ...]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+def group_rows(
+    rows: Iterable[dict[str, Any]], keys: tuple[str, ...]
+) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(tuple(r[k] for k in keys), []).append(r)
@@ -33,12 +35,14 @@ def cell_stats(rows: list[dict[str, Any]], last: int) -> list[dict[str, Any]]:
     for cell_rows in group_rows(rows, (*GROUP_KEYS, "seed")).values():
         ordered = sorted(cell_rows, key=lambda r: r["step"])
         tail = [r["success_rate"] for r in ordered[-last:]]
-        out.append({
-            **{k: ordered[-1][k] for k in (*GROUP_KEYS, "seed")},
-            "final": ordered[-1],
-            "spread": max(tail) - min(tail),
-            "spread_checkpoints": len(tail),
-        })
+        out.append(
+            {
+                **{k: ordered[-1][k] for k in (*GROUP_KEYS, "seed")},
+                "final": ordered[-1],
+                "spread": max(tail) - min(tail),
+                "spread_checkpoints": len(tail),
+            }
+        )
     return out
 
 
@@ -51,18 +55,21 @@ def group_stats(rows: list[dict[str, Any]], last: int) -> list[dict[str, Any]]:
         episodes = sum(c["final"]["episodes"] for c in cells)
         mean = sum(rates) / len(rates)
         var = sum((r - mean) ** 2 for r in rates) / (len(rates) - 1) if len(rates) > 1 else 0.0
-        out.append({
-            **dict(zip(GROUP_KEYS, key, strict=True)),
-            "seeds": [c["seed"] for c in cells],
-            "step": cells[0]["final"]["step"],
-            "success_mean": mean,
-            "success_std": math.sqrt(var),
-            "successes": successes,
-            "episodes": episodes,
-            "pooled_ci95": wilson_interval(successes, episodes),
-            "policy_ms_per_step": sum(c["final"]["policy_ms_per_step"] for c in cells) / len(cells),
-            "max_spread": max(c["spread"] for c in cells),
-        })
+        out.append(
+            {
+                **dict(zip(GROUP_KEYS, key, strict=True)),
+                "seeds": [c["seed"] for c in cells],
+                "step": cells[0]["final"]["step"],
+                "success_mean": mean,
+                "success_std": math.sqrt(var),
+                "successes": successes,
+                "episodes": episodes,
+                "pooled_ci95": wilson_interval(successes, episodes),
+                "policy_ms_per_step": sum(c["final"]["policy_ms_per_step"] for c in cells)
+                / len(cells),
+                "max_spread": max(c["spread"] for c in cells),
+            }
+        )
     return out
 
 
@@ -101,24 +108,41 @@ def format_summary(rows: list[dict[str, Any]], last: int, command: str = "") -> 
         "|---|---|---:|---|---:|---:|---:|---:|---|",
     ]
     for c in cell_stats(rows, last):
-        goal = ("yes" if c["spread"] <= SPREAD_GOAL + 1e-9 else "no") if c["policy"].startswith("implicit") else "-"
+        goal = (
+            ("yes" if c["spread"] <= SPREAD_GOAL + 1e-9 else "no")
+            if c["policy"].startswith("implicit")
+            else "-"
+        )
         lines.append(
             f"| {c['env']} | {c['policy']} | {c['n_demos']} | {c['action_type']} | {c['seed']} "
             f"| {_pct(c['final']['success_rate'])} | {100 * c['spread']:.0f} pts "
             f"| {c['spread_checkpoints']} | {goal} |"
         )
-    lines += ["", "## Time per cell (one process, one torch thread; a resumed cell counts its last part)",
-              "", "| policy | cells | train s | train CPU s | eval s | eval CPU s |",
-              "|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Time per cell (one process, one torch thread; a resumed cell counts its last part)",
+        "",
+        "| policy | cells | train s | train CPU s | eval s | eval CPU s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     total_cpu = 0.0
     for (policy,), prow in group_rows(rows, ("policy",)).items():
         cells = list(group_rows(prow, ("cell",)).values())
-        t = [[c[0]["train_seconds"], c[0].get("train_cpu_seconds", math.nan),
-              sum(r["eval_seconds"] for r in c), sum(r.get("eval_cpu_seconds", math.nan) for r in c)]
-             for c in cells]
+        t = [
+            [
+                c[0]["train_seconds"],
+                c[0].get("train_cpu_seconds", math.nan),
+                sum(r["eval_seconds"] for r in c),
+                sum(r.get("eval_cpu_seconds", math.nan) for r in c),
+            ]
+            for c in cells
+        ]
         means = [sum(col) / len(col) for col in zip(*t, strict=True)]
         total_cpu += sum(x[1] + x[3] for x in t)
         lines.append(f"| {policy} | {len(cells)} | " + " | ".join(f"{m:.0f}" for m in means) + " |")
-    lines += ["", f"CPU time of all cells: {total_cpu:.0f} s (about {total_cpu / 120:.0f} min of wall time "
-                  f"on two idle cores with --jobs 2)."]
+    lines += [
+        "",
+        f"CPU time of all cells: {total_cpu:.0f} s (about {total_cpu / 120:.0f} min of wall time "
+        f"on two idle cores with --jobs 2).",
+    ]
     return "\n".join(lines) + "\n"

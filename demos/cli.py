@@ -91,7 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     nproc = getattr(cfg, "nproc_per_node", 1)
     if nproc > 1 and not in_torchrun():
-        return launch(nproc, list(sys.argv[1:] if argv is None else argv), name, getattr(cfg, "out", None))
+        return launch(
+            nproc, list(sys.argv[1:] if argv is None else argv), name, getattr(cfg, "out", None)
+        )
     try:
         ns._run(cfg)
     except (TrainingDivergedError, FolderInUseError, DistributedError) as e:

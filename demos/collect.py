@@ -21,10 +21,16 @@ class CollectConfig:
     env: str = help_field("ibc/ReachTarget-v0", "environment id", check=registered_env)
     episodes: int = help_field(200, "number of episodes to keep", min=1)
     out: Path = help_field(Path("data/demos.h5"), "dataset file to write (HDF5)")
-    seed: int = help_field(0, "episode i is reset with seed + i; the expert's RNG is seeded with it too", min=0)
+    seed: int = help_field(
+        0, "episode i is reset with seed + i; the expert's RNG is seeded with it too", min=0
+    )
     noise: float = help_field(0.0, "std of Gaussian noise added to the expert's actions", min=0)
-    image_size: int = help_field(96, "observation image size in pixels", min=SIZE_RANGE[0], max=SIZE_RANGE[1])
-    obs_type: Literal["pixels", "pixels_agent_pos", "state"] = help_field("pixels", "observation type")
+    image_size: int = help_field(
+        96, "observation image size in pixels", min=SIZE_RANGE[0], max=SIZE_RANGE[1]
+    )
+    obs_type: Literal["pixels", "pixels_agent_pos", "state"] = help_field(
+        "pixels", "observation type"
+    )
     action_type: Literal["position", "delta"] = help_field(
         "position", "actions: absolute set-points, or displacements of the set-point per step"
     )
@@ -39,14 +45,20 @@ class CollectConfig:
 
 def collect(cfg: CollectConfig) -> Path:
     """Collect ``cfg.episodes`` expert episodes and write them atomically to ``cfg.out``."""
-    env_kwargs = {"obs_type": cfg.obs_type, "image_size": cfg.image_size, "action_type": cfg.action_type}
+    env_kwargs = {
+        "obs_type": cfg.obs_type,
+        "image_size": cfg.image_size,
+        "action_type": cfg.action_type,
+    }
     env = make_vector_env(cfg.env, cfg.num_envs, **env_kwargs)
     expert = make_expert(cfg.env, seed=cfg.seed, noise=cfg.noise, action_type=cfg.action_type)
     source = {"agent": "expert", "noise": cfg.noise, "seed": cfg.seed}
     kept = failed = 0
     bar = tqdm(total=cfg.episodes, desc=f"collect {cfg.env}", unit="ep", disable=not cfg.progress)
     try:
-        with DemoWriter(cfg.out, env_id=cfg.env, env_kwargs=env_kwargs, source=source, overwrite=cfg.overwrite) as writer:
+        with DemoWriter(
+            cfg.out, env_id=cfg.env, env_kwargs=env_kwargs, source=source, overwrite=cfg.overwrite
+        ) as writer:
             next_seed = cfg.seed
             while kept < cfg.episodes:
                 # Episodes the expert fails are dropped, so draw more seeds until enough are kept.
@@ -61,7 +73,9 @@ def collect(cfg: CollectConfig) -> Path:
                     else:
                         failed += 1
                 if failed > 10 * cfg.episodes:
-                    raise RuntimeError(f"the expert failed {failed} episodes on {cfg.env}; giving up")
+                    raise RuntimeError(
+                        f"the expert failed {failed} episodes on {cfg.env}; giving up"
+                    )
     finally:
         bar.close()
         env.close()
@@ -69,4 +83,6 @@ def collect(cfg: CollectConfig) -> Path:
     return cfg.out
 
 
-COMMANDS = [("collect", "Record scripted-expert demos into an HDF5 dataset.", CollectConfig, collect)]
+COMMANDS = [
+    ("collect", "Record scripted-expert demos into an HDF5 dataset.", CollectConfig, collect)
+]

@@ -59,7 +59,12 @@ def center_range(resolution: int = 96, block_size: int = 7) -> tuple[int, int]:
 
 
 def sample_centers(
-    n: int, rng: np.random.Generator, *, resolution: int = 96, block_size: int = 7, region: Region = "all"
+    n: int,
+    rng: np.random.Generator,
+    *,
+    resolution: int = 96,
+    block_size: int = 7,
+    region: Region = "all",
 ) -> np.ndarray:
     """``-> (n, 2) int64`` block centres ``(x = column, y = row)``, uniform over valid pixels.
 
@@ -74,7 +79,11 @@ def sample_centers(
 
 
 def render_blocks(
-    centers: np.ndarray, *, resolution: int = 96, block_size: int = 7, color: tuple[int, int, int] = GREEN
+    centers: np.ndarray,
+    *,
+    resolution: int = 96,
+    block_size: int = 7,
+    color: tuple[int, int, int] = GREEN,
 ) -> np.ndarray:
     """White ``(n, H, W, 3) uint8`` images with a ``block_size`` square of ``color`` at each
     centre ``(x, y)``."""
@@ -138,7 +147,11 @@ def make_split(
 # ------------------------------------------------------------------------ command
 COORD_REGRESSION_BACKBONE = BackboneConfig(
     cnn=CNNConfig(
-        channels=(16, 32, 32), strides=(2, 1, 1), out_channels=16, coord_conv=False, center_input=True,
+        channels=(16, 32, 32),
+        strides=(2, 1, 1),
+        out_channels=16,
+        coord_conv=False,
+        center_input=True,
         conv_bias=False,
     ),
     softargmax=SoftArgmaxConfig(temperature=0.1),
@@ -157,14 +170,21 @@ COORD_REGRESSION_IMPLICIT = ImplicitPolicyConfig(
 samples x 5 iterations at test time, Adam at lr 1e-3 decayed to 0 by a cosine schedule."""
 
 COORD_REGRESSION_EXPLICIT = ExplicitPolicyConfig(
-    model=ExplicitConfig(action_dim=2, backbone=COORD_REGRESSION_BACKBONE, hidden_dims=(256,), dropout=0.1),
+    model=ExplicitConfig(
+        action_dim=2, backbone=COORD_REGRESSION_BACKBONE, hidden_dims=(256,), dropout=0.1
+    ),
     optim=OptimConfig(lr=1e-3, weight_decay=1e-4, scheduler="cosine"),
 )
 """The experiment's explicit baseline, the reference's: MSE regression with dropout 0.1 and
 weight decay 1e-4, the same backbone and schedule as the implicit policy."""
 
 COORD_REGRESSION_TRAIN = TrainConfig(
-    steps=2000, batch_size=8, log_interval=100, ckpt_interval=2000, num_threads=None, tensorboard=False
+    steps=2000,
+    batch_size=8,
+    log_interval=100,
+    ckpt_interval=2000,
+    num_threads=None,
+    tensorboard=False,
 )
 """The experiment's training loop: 2,000 steps of batch 8 (torch's default thread count)."""
 
@@ -180,16 +200,21 @@ class CoordRegressionConfig:
     ``--num-threads``, ``--no-progress``...). ``--seed`` also draws the images.
     """
 
-    train_sizes: tuple[int, ...] = help_field((10, 30), "numbers of training images (one run each)", min=1)
+    train_sizes: tuple[int, ...] = help_field(
+        (10, 30), "numbers of training images (one run each)", min=1
+    )
     test_size: int = help_field(500, "held-out test images", min=1)
     split: Literal["standard", "extrapolation", "both"] = help_field(
-        "standard", "standard: test anywhere; extrapolation: train in the left half, test in the right",
+        "standard",
+        "standard: test anywhere; extrapolation: train in the left half, test in the right",
         check=one_of("standard", "extrapolation", "both"),
     )
     models: Literal["both", "implicit", "explicit"] = help_field(
         "both", "which policies to train", check=one_of("both", "implicit", "explicit")
     )
-    explicit_steps: int | None = help_field(None, "gradient steps of the explicit model (None: --steps)", min=1)
+    explicit_steps: int | None = help_field(
+        None, "gradient steps of the explicit model (None: --steps)", min=1
+    )
     resolution: int = help_field(96, "image size in pixels", min=16)
     out: Path | None = help_field(None, "directory for run dirs, results.json and results.md")
     quick: bool = help_field(False, "tiny smoke-test version (32 px images, a few steps; seconds)")
@@ -202,7 +227,9 @@ class CoordRegressionConfig:
         help="the explicit baseline (MSE; model.action_dim is 2)",
     )
     train: TrainConfig = help_field(
-        factory=lambda: COORD_REGRESSION_TRAIN, flatten=True, help="the training loop of both policies"
+        factory=lambda: COORD_REGRESSION_TRAIN,
+        flatten=True,
+        help="the training loop of both policies",
     )
 
     def __post_init__(self) -> None:
@@ -217,11 +244,18 @@ def quick_config(cfg: CoordRegressionConfig) -> CoordRegressionConfig:
     if isinstance(imp.optimizer, (DFOConfig, AutoregressiveDFOConfig)):
         small["iterations"] = 2
     implicit = replace(
-        imp, loss=replace(imp.loss, num_counter_examples=16), optimizer=replace(imp.optimizer, **small)
+        imp,
+        loss=replace(imp.loss, num_counter_examples=16),
+        optimizer=replace(imp.optimizer, **small),
     )
     return replace(
-        cfg, train_sizes=(4,), test_size=16, explicit_steps=8, resolution=32,
-        train=replace(cfg.train, steps=8, batch_size=4), implicit=implicit,
+        cfg,
+        train_sizes=(4,),
+        test_size=16,
+        explicit_steps=8,
+        resolution=32,
+        train=replace(cfg.train, steps=8, batch_size=4),
+        implicit=implicit,
     )
 
 
@@ -236,18 +270,29 @@ def make_policy(
 
 
 def pixel_errors(
-    policy: ImplicitPolicy | ExplicitPolicy, data: BlockDataset, resolution: int, seed: int, batch: int = 100
+    policy: ImplicitPolicy | ExplicitPolicy,
+    data: BlockDataset,
+    resolution: int,
+    seed: int,
+    batch: int = 100,
 ) -> np.ndarray:
     """Euclidean distance in pixels between predicted and true block centres: ``-> (n,)``."""
     g = torch.Generator().manual_seed(seed)
-    preds = [policy.select_action(data.images[i : i + batch], generator=g) for i in range(0, len(data), batch)]
+    preds = [
+        policy.select_action(data.images[i : i + batch], generator=g)
+        for i in range(0, len(data), batch)
+    ]
     pred = torch.cat(preds).numpy()  # type: ignore[arg-type]
     diff = targets_to_pixels(pred, resolution) - targets_to_pixels(data.actions, resolution)
     return np.linalg.norm(diff, axis=1)
 
 
 def run_one(
-    cfg: CoordRegressionConfig, split: Literal["standard", "extrapolation"], n: int, kind: str, out: Path
+    cfg: CoordRegressionConfig,
+    split: Literal["standard", "extrapolation"],
+    n: int,
+    kind: str,
+    out: Path,
 ) -> dict[str, Any]:
     """Train one policy on ``n`` images of ``split`` and evaluate it on the test set."""
     seed = cfg.train.seed
@@ -257,7 +302,12 @@ def run_one(
     if kind == "explicit" and cfg.explicit_steps is not None:
         steps = cfg.explicit_steps
     tcfg = replace(cfg.train, steps=steps, epochs=None)
-    meta = {"experiment": "coord-regression", "split": split, "train_size": n, "resolution": cfg.resolution}
+    meta = {
+        "experiment": "coord-regression",
+        "split": split,
+        "train_size": n,
+        "resolution": cfg.resolution,
+    }
     t0 = time.perf_counter()
     train(policy, train_set, tcfg, out, metadata=meta)
     train_s = time.perf_counter() - t0
@@ -265,9 +315,16 @@ def run_one(
     err = pixel_errors(policy, test_set, cfg.resolution, seed)
     eval_s = time.perf_counter() - t0
     return {
-        "split": split, "train_size": n, "model": kind, "steps": steps,
-        "mean_px": float(err.mean()), "median_px": float(np.median(err)), "max_px": float(err.max()),
-        "under_1px": float((err < 1).mean()), "train_s": train_s, "eval_s": eval_s,
+        "split": split,
+        "train_size": n,
+        "model": kind,
+        "steps": steps,
+        "mean_px": float(err.mean()),
+        "median_px": float(np.median(err)),
+        "max_px": float(err.max()),
+        "under_1px": float((err < 1).mean()),
+        "train_s": train_s,
+        "eval_s": eval_s,
     }
 
 
@@ -276,7 +333,8 @@ def markdown_tables(rows: list[dict[str, Any]]) -> str:
     out = []
     for model in dict.fromkeys(r["model"] for r in rows):
         out += [
-            f"### {model}", "",
+            f"### {model}",
+            "",
             "| split | N train | steps | mean px | median px | max px | < 1 px | train s |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
@@ -299,7 +357,9 @@ def run_coord_regression(cfg: CoordRegressionConfig) -> dict[str, Any]:
     splits = ["standard", "extrapolation"] if cfg.split == "both" else [cfg.split]
     kinds = ["implicit", "explicit"] if cfg.models == "both" else [cfg.models]
     if len(kinds) == 2 and cfg.implicit.model.backbone != cfg.explicit.model.backbone:
-        print("note: the implicit and explicit backbones differ (--implicit.model.* vs --explicit.model.*)")
+        print(
+            "note: the implicit and explicit backbones differ (--implicit.model.* vs --explicit.model.*)"
+        )
     rows = []
     with _run_root(cfg.out) as root:
         for split in splits:
@@ -311,8 +371,10 @@ def run_coord_regression(cfg: CoordRegressionConfig) -> dict[str, Any]:
                     rows.append(run_one(cfg, split, n, kind, run_dir))  # type: ignore[arg-type]
                     print(markdown_tables(rows[-1:]), flush=True)
     tables = markdown_tables(rows)
-    print(f"\n## Coordinate regression ({cfg.resolution} px, {cfg.test_size} test images, "
-          f"{torch.get_num_threads()} threads)\n\n{tables}")
+    print(
+        f"\n## Coordinate regression ({cfg.resolution} px, {cfg.test_size} test images, "
+        f"{torch.get_num_threads()} threads)\n\n{tables}"
+    )
     result = {"config": _jsonable(config_to_dict(cfg)), "results": rows}
     if cfg.out is not None:
         write_json_atomic(cfg.out / "results.json", result)  # strict: an undefined error is null

@@ -31,8 +31,12 @@ from envs.base import SIZE_RANGE
 @dataclass(frozen=True)
 class DemoConfig:
     out: Path = help_field(Path("out"), "output folder")
-    envs: tuple[str, ...] = help_field(("ibc/ReachTarget-v0", "ibc/ReachAroundObstacle-v0"), "env ids", check=registered_env)
-    policies: tuple[str, ...] = help_field(("implicit", "explicit"), "policies to train", check=one_of("implicit", "explicit"))
+    envs: tuple[str, ...] = help_field(
+        ("ibc/ReachTarget-v0", "ibc/ReachAroundObstacle-v0"), "env ids", check=registered_env
+    )
+    policies: tuple[str, ...] = help_field(
+        ("implicit", "explicit"), "policies to train", check=one_of("implicit", "explicit")
+    )
     episodes: int = help_field(500, "expert demo episodes per env", min=1)
     image_size: int = help_field(64, "observation image size", min=SIZE_RANGE[0], max=SIZE_RANGE[1])
     action_type: Literal["position", "delta"] = help_field(
@@ -41,11 +45,16 @@ class DemoConfig:
     eval_episodes: int = help_field(50, "evaluation episodes per policy", min=1)
     num_envs: int = help_field(2, "parallel sub-envs during evaluation", min=1)
     videos: int = help_field(2, "videos per evaluation", min=0)
-    parallel: bool = help_field(True, "train the policies of an env side by side, one process and thread each")
+    parallel: bool = help_field(
+        True, "train the policies of an env side by side, one process and thread each"
+    )
     fresh: bool = help_field(False, "delete --out first instead of reusing finished stages")
-    models: PolicyConfigs = help_field(factory=PolicyConfigs, flatten=True, help="the policies (as `ibc-gym train`)")
+    models: PolicyConfigs = help_field(
+        factory=PolicyConfigs, flatten=True, help="the policies (as `ibc-gym train`)"
+    )
     train: TrainConfig = help_field(
-        factory=TrainConfig, flatten=True,
+        factory=TrainConfig,
+        flatten=True,
         help="training (as `ibc-gym train`; --seed also seeds the demos, --progress every stage)",
     )
 
@@ -65,18 +74,36 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
     for env_id in cfg.envs:
         data = cfg.out / "data" / f"{_slug(env_id, cfg.action_type)}.h5"
         if not data.exists():
-            collect(CollectConfig(
-                env=env_id, episodes=cfg.episodes, out=data, seed=cfg.train.seed,
-                image_size=cfg.image_size, action_type=cfg.action_type, progress=cfg.train.progress,
-            ))
-        record_videos(VideoConfig(
-            env=env_id, agent="expert", episodes=1, seed=100_000,
-            out=cfg.out / "videos" / "expert", image_size=cfg.image_size, action_type=cfg.action_type,
-        ))
+            collect(
+                CollectConfig(
+                    env=env_id,
+                    episodes=cfg.episodes,
+                    out=data,
+                    seed=cfg.train.seed,
+                    image_size=cfg.image_size,
+                    action_type=cfg.action_type,
+                    progress=cfg.train.progress,
+                )
+            )
+        record_videos(
+            VideoConfig(
+                env=env_id,
+                agent="expert",
+                episodes=1,
+                seed=100_000,
+                out=cfg.out / "videos" / "expert",
+                image_size=cfg.image_size,
+                action_type=cfg.action_type,
+            )
+        )
         train_jobs = [
             TrainJobConfig(
-                data=data, policy=policy, out=cfg.out / "runs" / _slug(env_id, cfg.action_type) / policy,  # type: ignore[arg-type]
-                env=env_id, resume=True, policies=cfg.models,
+                data=data,
+                policy=policy,
+                out=cfg.out / "runs" / _slug(env_id, cfg.action_type) / policy,  # type: ignore[arg-type]
+                env=env_id,
+                resume=True,
+                policies=cfg.models,
                 train=replace(cfg.train, progress=cfg.train.progress and not cfg.parallel),
             )
             for policy in cfg.policies
@@ -90,29 +117,41 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
             if metrics_path.exists():
                 metrics = json.loads(metrics_path.read_text())
             else:
-                metrics = evaluate(EvalConfig(
-                    ckpt=ckpt, episodes=cfg.eval_episodes, num_envs=cfg.num_envs,
-                    videos=cfg.videos, progress=cfg.train.progress,
-                ))
+                metrics = evaluate(
+                    EvalConfig(
+                        ckpt=ckpt,
+                        episodes=cfg.eval_episodes,
+                        num_envs=cfg.num_envs,
+                        videos=cfg.videos,
+                        progress=cfg.train.progress,
+                    )
+                )
             report = write_report(ReportConfig(run_dir=run_dir))
             lo, hi = metrics["eval/success_ci95"]
-            rows.append({
-                "env": env_id,
-                "policy": policy,
-                "success_rate": metrics["eval/success_rate"],
-                "ci95": [lo, hi],
-                "episodes": metrics["eval/episodes"],
-                "ms_per_step": metrics["eval/policy_ms_per_step"],
-                "train_seconds": round(train_s, 1),  # wall time of this env's training stage
-                "run": str(run_dir),
-                "report": str(report),
-            })
-    write_json_atomic(cfg.out / "summary.json", {"rows": rows, "config": json.loads(json.dumps(config_to_dict(cfg), default=str))})
+            rows.append(
+                {
+                    "env": env_id,
+                    "policy": policy,
+                    "success_rate": metrics["eval/success_rate"],
+                    "ci95": [lo, hi],
+                    "episodes": metrics["eval/episodes"],
+                    "ms_per_step": metrics["eval/policy_ms_per_step"],
+                    "train_seconds": round(train_s, 1),  # wall time of this env's training stage
+                    "run": str(run_dir),
+                    "report": str(report),
+                }
+            )
+    write_json_atomic(
+        cfg.out / "summary.json",
+        {"rows": rows, "config": json.loads(json.dumps(config_to_dict(cfg), default=str))},
+    )
     table = format_table(rows)
     (cfg.out / "summary.md").write_text(table + "\n")
     print()
     print(table)
-    print(f"\nall done in {time.perf_counter() - t_start:.0f} s; runs, videos and metrics under {cfg.out}/")
+    print(
+        f"\nall done in {time.perf_counter() - t_start:.0f} s; runs, videos and metrics under {cfg.out}/"
+    )
     return rows
 
 
@@ -121,7 +160,9 @@ def _train_all(jobs: list[TrainJobConfig], *, parallel: bool) -> list[Path]:
     if not parallel or len(jobs) < 2:
         return [run_train(job) for job in jobs]
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch/pybullet state
-    with ProcessPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1), mp_context=ctx) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(len(jobs), os.cpu_count() or 1), mp_context=ctx
+    ) as pool:
         return list(pool.map(run_train, jobs))
 
 
@@ -140,4 +181,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = [("demo", "The main job: collect, train, evaluate, record videos; print the table.", DemoConfig, run_demo)]
+COMMANDS = [
+    (
+        "demo",
+        "The main job: collect, train, evaluate, record videos; print the table.",
+        DemoConfig,
+        run_demo,
+    )
+]

@@ -27,29 +27,40 @@ from envs.base import SIZE_RANGE
 
 @dataclass(frozen=True)
 class EvalConfig:
-    ckpt: Path = help_field(Path("runs/implicit/ckpt_last.pt"), "checkpoint (.pt) or PPO model (.zip)")
+    ckpt: Path = help_field(
+        Path("runs/implicit/ckpt_last.pt"), "checkpoint (.pt) or PPO model (.zip)"
+    )
     episodes: int = help_field(100, "number of evaluation episodes", min=1)
-    seed: int = help_field(100_000, "episode i is reset with seed + i (must not overlap the demo seeds)", min=0)
+    seed: int = help_field(
+        100_000, "episode i is reset with seed + i (must not overlap the demo seeds)", min=0
+    )
     num_envs: int = help_field(4, "sub-envs run in parallel", min=1)
     asynchronous: bool = help_field(True, "step sub-envs in worker processes (AsyncVectorEnv)")
     videos: int = help_field(3, "record the first k episodes as mp4", min=0)
-    render_size: int = help_field(256, "video frame size in pixels", min=SIZE_RANGE[0], max=SIZE_RANGE[1])
-    env: str | None = help_field(None, "env id (default: the one the checkpoint was trained on)", check=registered_env)
+    render_size: int = help_field(
+        256, "video frame size in pixels", min=SIZE_RANGE[0], max=SIZE_RANGE[1]
+    )
+    env: str | None = help_field(
+        None, "env id (default: the one the checkpoint was trained on)", check=registered_env
+    )
     action_type: Literal["position", "delta"] | None = help_field(
         None, "the env's action type (default: the checkpoint's; another one is refused)"
     )
     out: Path | None = help_field(
-        None, "output folder (default: <ckpt folder>/eval, or eval_<optimizer> with --optimizer, e.g. eval_dfo-16384x3-stratified)"
+        None,
+        "output folder (default: <ckpt folder>/eval, or eval_<optimizer> with --optimizer, e.g. eval_dfo-16384x3-stratified)",
     )
-    threads: int = help_field(1, "torch threads for the policy (small models run fastest on 1)", min=1)
+    threads: int = help_field(
+        1, "torch threads for the policy (small models run fastest on 1)", min=1
+    )
     optimizer: OptimizerConfig | None = help_field(
-        None, "implicit: the inference optimizer (none: the checkpoint's; a kind starts from its defaults)"
+        None,
+        "implicit: the inference optimizer (none: the checkpoint's; a kind starts from its defaults)",
     )
     progress: bool = help_field(True, "show a progress bar")
 
     def __post_init__(self) -> None:
         check_options(self)
-
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -132,7 +143,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             f"{cfg.ckpt}: trained on {env_id!r}, which is not a registered env here "
             f"({', '.join(registered_env_ids())}); pass --env to evaluate it on another"
         )
-    out = cfg.out or Path(cfg.ckpt).parent / eval_folder_name(cfg.optimizer is not None, optimizer_dict)
+    out = cfg.out or Path(cfg.ckpt).parent / eval_folder_name(
+        cfg.optimizer is not None, optimizer_dict
+    )
     seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
     overlap = set(seeds) & set(agent.train_seeds)
     if overlap:
@@ -173,13 +186,25 @@ def _evaluate(
     env_kwargs = dict(agent.env_kwargs, render_mode="rgb_array", render_size=cfg.render_size)
     if cfg.action_type is not None:
         env_kwargs["action_type"] = cfg.action_type
-    env = make_vector_env(env_id, num_envs, asynchronous=cfg.asynchronous and num_envs > 1, **env_kwargs)
+    env = make_vector_env(
+        env_id, num_envs, asynchronous=cfg.asynchronous and num_envs > 1, **env_kwargs
+    )
     stats = RolloutStats()
-    bar = tqdm(total=cfg.episodes, desc=f"eval {agent.kind} on {env_id}", unit="ep", disable=not cfg.progress)
+    bar = tqdm(
+        total=cfg.episodes,
+        desc=f"eval {agent.kind} on {env_id}",
+        unit="ep",
+        disable=not cfg.progress,
+    )
     try:
         episodes = rollout(
-            env, agent, seeds, keep_observations=False, record_frames=cfg.videos,
-            on_episode=lambda i, ep: bar.update(1), stats=stats,
+            env,
+            agent,
+            seeds,
+            keep_observations=False,
+            record_frames=cfg.videos,
+            on_episode=lambda i, ep: bar.update(1),
+            stats=stats,
         )
         fps = float(env.metadata.get("render_fps", 10))
     finally:
@@ -192,19 +217,28 @@ def _evaluate(
             name = video_name(env_id, f"{agent.kind}_{outcome}", i, ep.seed)
             videos.append(str(write_video(out / "videos" / name, ep.frames, fps)))
     metrics = summarize(episodes, stats, num_envs)
-    metrics.update({
-        "env_id": env_id,
-        "policy": agent.kind,
-        "checkpoint": str(cfg.ckpt),
-        "num_envs": num_envs,
-        "optimizer": optimizer,
-        "seeds": seeds,
-        "episode_success": [bool(ep.success) for ep in episodes],
-        "episode_lengths": [ep.length for ep in episodes],
-        "videos": videos,
-    })
+    metrics.update(
+        {
+            "env_id": env_id,
+            "policy": agent.kind,
+            "checkpoint": str(cfg.ckpt),
+            "num_envs": num_envs,
+            "optimizer": optimizer,
+            "seeds": seeds,
+            "episode_success": [bool(ep.success) for ep in episodes],
+            "episode_lengths": [ep.length for ep in episodes],
+            "videos": videos,
+        }
+    )
     write_json_atomic(out / "metrics.json", metrics)
     return metrics
 
 
-COMMANDS = [("eval", "Evaluate a trained agent on fresh seeds; metrics.json and videos.", EvalConfig, evaluate)]
+COMMANDS = [
+    (
+        "eval",
+        "Evaluate a trained agent on fresh seeds; metrics.json and videos.",
+        EvalConfig,
+        evaluate,
+    )
+]

@@ -24,12 +24,23 @@ from pathlib import Path
 
 def in_torchrun() -> bool:
     """Whether this process is a worker that torchrun started."""
-    return "TORCHELASTIC_RUN_ID" in os.environ or ("LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ)
+    return "TORCHELASTIC_RUN_ID" in os.environ or (
+        "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+    )
 
 
 def torchrun_argv(nproc: int, argv: Sequence[str]) -> list[str]:
     """torchrun's arguments for ``ibc-gym <argv>`` on ``nproc`` processes of this machine."""
-    return ["--standalone", "--nnodes", "1", "--nproc-per-node", str(nproc), "-m", "demos.cli", *argv]
+    return [
+        "--standalone",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        str(nproc),
+        "-m",
+        "demos.cli",
+        *argv,
+    ]
 
 
 def launch(nproc: int, argv: Sequence[str], name: str, out: Path | None = None) -> int:
@@ -65,7 +76,10 @@ def describe_failure(error: object, out: Path | None = None) -> tuple[str, int]:
     if codes == {130}:
         return "interrupted", 130
     code = 2 if codes == {2} else 1
-    return f"rank {rank} (pid {failure.pid}) failed with exit code {failure.exitcode} (its error is above){others}. {resume}", code
+    return (
+        f"rank {rank} (pid {failure.pid}) failed with exit code {failure.exitcode} (its error is above){others}. {resume}",
+        code,
+    )
 
 
 def resume_hint(out: Path | None) -> str:

@@ -45,8 +45,14 @@ figcaption { font-size: .85em; color: #555; font-family: monospace; }
 
 @dataclass(frozen=True)
 class ReportConfig:
-    run_dir: Path = help_field(Path("runs/implicit"), "run folder from `ibc-gym train` (and `ibc-gym eval`)", positional=True)
-    frames: int = help_field(2, "evaluation observations shown in the energy / inference figures (implicit)", min=0)
+    run_dir: Path = help_field(
+        Path("runs/implicit"),
+        "run folder from `ibc-gym train` (and `ibc-gym eval`)",
+        positional=True,
+    )
+    frames: int = help_field(
+        2, "evaluation observations shown in the energy / inference figures (implicit)", min=0
+    )
     max_videos: int = help_field(5, "rollout videos embedded at most", min=0)
     resolution: int = help_field(61, "energy grid points per action dimension", min=2)
     dpi: int = help_field(80, "resolution of the embedded figures", min=1)
@@ -82,7 +88,10 @@ def training_curves(records: list[dict[str, Any]]) -> Figure | None:
         return None
     fig = new_figure(11.0, 3.8)
     ax_l, ax_r = fig.subplots(1, 2)
-    for ax, key, title in ((ax_l, "train/loss", "training loss"), (ax_r, "train/lr", "learning rate")):
+    for ax, key, title in (
+        (ax_l, "train/loss", "training loss"),
+        (ax_r, "train/lr", "learning rate"),
+    ):
         pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
         if pts:
             xs, ys = zip(*pts, strict=True)
@@ -141,7 +150,9 @@ def _videos_section(run_dir: Path, eval_metrics: dict[str, Any] | None, max_vide
     return '<div class="videos">' + "".join(items) + "</div>"
 
 
-def _implicit_sections(cfg: ReportConfig, ckpt: Path, env_id: str, seeds: list[int], optimizer: str) -> str:
+def _implicit_sections(
+    cfg: ReportConfig, ckpt: Path, env_id: str, seeds: list[int], optimizer: str
+) -> str:
     parts = ["<h2>Energy landscapes</h2>"]
     for s in seeds:
         fig = build_energy_2d(
@@ -155,7 +166,9 @@ def _implicit_sections(cfg: ReportConfig, ckpt: Path, env_id: str, seeds: list[i
         parts.append(f"<h3>reset seed {s}</h3>" + _img(fig, cfg.dpi, alt))
     if (ckpt.parent / SNAPSHOTS).is_file():
         fig = build_infonce(InfoNCEFigConfig(ckpt=ckpt))
-        parts.append("<h2>InfoNCE energies during training</h2>" + _img(fig, cfg.dpi, "InfoNCE snapshots"))
+        parts.append(
+            "<h2>InfoNCE energies during training</h2>" + _img(fig, cfg.dpi, "InfoNCE snapshots")
+        )
     return "".join(parts)
 
 
@@ -163,7 +176,9 @@ def write_report(cfg: ReportConfig) -> Path:
     """Write ``<run_dir>/report.html`` (atomically) and return its path."""
     run_dir = Path(cfg.run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no such run folder (train one with `ibc-gym train --out {run_dir}`)")
+        raise FileNotFoundError(
+            f"{run_dir}: no such run folder (train one with `ibc-gym train --out {run_dir}`)"
+        )
     ckpt = run_dir / "ckpt_last.pt"
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt}: no checkpoint in the run folder (is training finished?)")
@@ -198,7 +213,9 @@ def write_report(cfg: ReportConfig) -> Path:
             "<h2>Training curves</h2>",
         ]
         fig = training_curves(records)
-        parts.append(_img(fig, cfg.dpi, "training curves") if fig else "<p>No training metrics logged.</p>")
+        parts.append(
+            _img(fig, cfg.dpi, "training curves") if fig else "<p>No training metrics logged.</p>"
+        )
         if agent.kind == "implicit" and cfg.frames > 0:
             seeds = [int(s) for s in (eval_metrics or {}).get("seeds", [])][: cfg.frames]
             seeds += [DEFAULT_EVAL_SEED + i for i in range(len(seeds), cfg.frames)]

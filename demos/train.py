@@ -57,11 +57,14 @@ class PolicyConfigs:
         factory=BackboneConfig, flatten=True, help="the image encoder of both policies"
     )
     implicit: ImplicitPolicyConfig = help_field(
-        factory=ImplicitPolicyConfig, presets=IMPLICIT_PRESETS, hide=("model.backbone",),
+        factory=ImplicitPolicyConfig,
+        presets=IMPLICIT_PRESETS,
+        hide=("model.backbone",),
         help="the implicit policy (its encoder is --cnn.*/--softargmax.*; the action dimension comes from the dataset)",
     )
     explicit: ExplicitPolicyConfig = help_field(
-        factory=ExplicitPolicyConfig, hide=("model.backbone",),
+        factory=ExplicitPolicyConfig,
+        hide=("model.backbone",),
         help="the explicit policy (its encoder is --cnn.*/--softargmax.*; the action dimension comes from the dataset)",
     )
 
@@ -88,11 +91,18 @@ class TrainJobConfig:
     data: Path = help_field(Path("data/demos.h5"), "demo dataset (HDF5) from `ibc-gym collect`")
     policy: Literal["implicit", "explicit"] = help_field("implicit", "policy class")
     out: Path = help_field(Path("runs/implicit"), "run folder (checkpoints, logs)")
-    env: str | None = help_field(None, "expected env id of the dataset (checked when given)", check=registered_env)
+    env: str | None = help_field(
+        None, "expected env id of the dataset (checked when given)", check=registered_env
+    )
     resume: bool = help_field(False, "continue the interrupted run in --out")
-    in_memory: bool = help_field(True, "read the whole dataset into memory (off: lazy reads; each process holds its own copy)")
+    in_memory: bool = help_field(
+        True,
+        "read the whole dataset into memory (off: lazy reads; each process holds its own copy)",
+    )
     nproc_per_node: int = help_field(
-        1, "training processes on this machine (more than 1: started through torchrun, DistributedDataParallel)", min=1
+        1,
+        "training processes on this machine (more than 1: started through torchrun, DistributedDataParallel)",
+        min=1,
     )
     policies: PolicyConfigs = help_field(factory=PolicyConfigs, flatten=True, help="the policies")
     train: TrainConfig = help_field(factory=TrainConfig, flatten=True, help="the training loop")
@@ -109,15 +119,23 @@ class TrainJobConfig:
 def tiny_policies(method: str = "dfo") -> PolicyConfigs:
     """A named small setting for smoke runs and tests (two 8-channel stages, 4 keypoints, one
     hidden layer of 32; 8 counter-examples and 64 DFO samples for ``method`` dfo)."""
-    backbone = BackboneConfig(cnn=CNNConfig(channels=(8, 8), strides=(2, 1), pools=(1, 1), out_channels=4))
+    backbone = BackboneConfig(
+        cnn=CNNConfig(channels=(8, 8), strides=(2, 1), pools=(1, 1), out_channels=4)
+    )
     implicit = ImplicitPolicyConfig.for_method(method, model=EBMConfig(hidden_dims=(32,)))  # type: ignore[arg-type]
     if method == "dfo":
-        implicit = replace(implicit, loss=InfoNCEConfig(num_counter_examples=8), optimizer=DFOConfig(num_samples=64))
+        implicit = replace(
+            implicit,
+            loss=InfoNCEConfig(num_counter_examples=8),
+            optimizer=DFOConfig(num_samples=64),
+        )
     explicit = ExplicitPolicyConfig(model=ExplicitConfig(hidden_dims=(32,)))
     return PolicyConfigs(backbone=backbone, implicit=implicit, explicit=explicit)
 
 
-def build_policy(cfg: TrainJobConfig, low: Any, high: Any, action_dim: int) -> ImplicitPolicy | ExplicitPolicy:
+def build_policy(
+    cfg: TrainJobConfig, low: Any, high: Any, action_dim: int
+) -> ImplicitPolicy | ExplicitPolicy:
     """The policy ``cfg`` describes, with action bounds ``low``/``high``."""
     config = cfg.policies.chosen(cfg.policy, action_dim)
     if isinstance(config, ImplicitPolicyConfig):
@@ -151,7 +169,11 @@ def run_train(cfg: TrainJobConfig) -> Path:
         "num_samples": len(dataset),
         "train_seeds": [int(s) for s in dataset.episode_seeds],
     }
-    method = f" ({policy.config.loss.kind} loss, {policy.config.optimizer.kind})" if isinstance(policy, ImplicitPolicy) else ""
+    method = (
+        f" ({policy.config.loss.kind} loss, {policy.config.optimizer.kind})"
+        if isinstance(policy, ImplicitPolicy)
+        else ""
+    )
     where = f" on {rank.world_size} processes" if rank.enabled else ""
     if rank.master:
         print(
@@ -162,4 +184,11 @@ def run_train(cfg: TrainJobConfig) -> Path:
     return cfg.out / "ckpt_last.pt"
 
 
-COMMANDS = [("train", "Train an implicit or explicit BC policy on a demo dataset.", TrainJobConfig, run_train)]
+COMMANDS = [
+    (
+        "train",
+        "Train an implicit or explicit BC policy on a demo dataset.",
+        TrainJobConfig,
+        run_train,
+    )
+]

@@ -21,8 +21,15 @@ class VideoConfig:
     episodes: int = help_field(3, "number of episodes to record", min=1)
     out: Path = help_field(Path("videos"), "output folder")
     seed: int = help_field(1000, "episode i is reset with seed + i", min=0)
-    image_size: int = help_field(96, "observation image size (a checkpoint's own size wins)", min=SIZE_RANGE[0], max=SIZE_RANGE[1])
-    render_size: int = help_field(256, "video frame size in pixels", min=SIZE_RANGE[0], max=SIZE_RANGE[1])
+    image_size: int = help_field(
+        96,
+        "observation image size (a checkpoint's own size wins)",
+        min=SIZE_RANGE[0],
+        max=SIZE_RANGE[1],
+    )
+    render_size: int = help_field(
+        256, "video frame size in pixels", min=SIZE_RANGE[0], max=SIZE_RANGE[1]
+    )
     action_type: Literal["position", "delta"] = help_field(
         "position", "the expert's action type (a checkpoint's own wins)"
     )
@@ -30,7 +37,11 @@ class VideoConfig:
 
 def record_videos(cfg: VideoConfig) -> list[Path]:
     """Roll out ``cfg.episodes`` episodes and write one video per episode."""
-    env_kwargs = {"image_size": cfg.image_size, "render_mode": "rgb_array", "render_size": cfg.render_size}
+    env_kwargs = {
+        "image_size": cfg.image_size,
+        "render_mode": "rgb_array",
+        "render_size": cfg.render_size,
+    }
     if cfg.agent == "expert":
         policy = make_expert(cfg.env, seed=cfg.seed, action_type=cfg.action_type)
         env_kwargs["action_type"], label = cfg.action_type, "expert"
@@ -45,8 +56,12 @@ def record_videos(cfg: VideoConfig) -> list[Path]:
         fps = env.metadata.get("render_fps", 10)
         seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
         written = []
-        for i, ep in enumerate(rollout(env, policy, seeds, keep_observations=False, record_frames=cfg.episodes)):
-            path = write_video(cfg.out / video_name(cfg.env, label, i, ep.seed), ep.frames or [], fps)
+        for i, ep in enumerate(
+            rollout(env, policy, seeds, keep_observations=False, record_frames=cfg.episodes)
+        ):
+            path = write_video(
+                cfg.out / video_name(cfg.env, label, i, ep.seed), ep.frames or [], fps
+            )
             outcome = "success" if ep.success else "failure"
             print(f"{path}  ({ep.length} steps, {outcome}, final distance {ep.final_distance:.3f})")
             written.append(path)
@@ -55,4 +70,6 @@ def record_videos(cfg: VideoConfig) -> list[Path]:
     return written
 
 
-COMMANDS = [("video", "Record rollout videos of the expert or a trained agent.", VideoConfig, record_videos)]
+COMMANDS = [
+    ("video", "Record rollout videos of the expert or a trained agent.", VideoConfig, record_videos)
+]

@@ -108,7 +108,9 @@ def save_checkpoint(
     return atomic_torch_save(payload, path)
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """Read and validate a checkpoint file: ``-> payload dict``.
 
     Raises ``CheckpointNotFoundError`` for a missing file and ``CheckpointError`` for a truncated
@@ -124,7 +126,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
         raise CheckpointError(_unreadable(path, e)) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an ibc-gym policy checkpoint (format {FORMAT!r} missing)")
+        raise CheckpointError(
+            f"{path}: not an ibc-gym policy checkpoint (format {FORMAT!r} missing)"
+        )
     version = ckpt.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
@@ -180,13 +184,19 @@ def upgrade_config(config: Any) -> Any:
         config.setdefault("max_chunk_elements", optimizer.pop("max_chunk_elements"))
         config["optimizer"] = optimizer
     model = config.get("model")
-    if isinstance(model, dict) and "backbone" not in model and ("cnn" in model or "softargmax" in model):
+    if (
+        isinstance(model, dict)
+        and "backbone" not in model
+        and ("cnn" in model or "softargmax" in model)
+    ):
         model = dict(model)
         model["backbone"] = {k: model.pop(k) for k in ("cnn", "softargmax") if k in model}
         config["model"] = model
     backbone = model.get("backbone") if isinstance(model, dict) else None
     cnn = backbone.get("cnn") if isinstance(backbone, dict) else None
-    legacy_dfo = optimizer if isinstance(optimizer, dict) and optimizer.get("kind") == "dfo" else None
+    legacy_dfo = (
+        optimizer if isinstance(optimizer, dict) and optimizer.get("kind") == "dfo" else None
+    )
     for section, legacy in ((cnn, _LEGACY_CNN), (legacy_dfo, _LEGACY_DFO)):
         if isinstance(section, dict):
             for key, value in legacy.items():
@@ -209,7 +219,9 @@ def policy_from_checkpoint(
         raise CheckpointError(f"{source}: cannot rebuild the {ckpt['kind']} policy: {e}") from e
     if optimizer is not None:
         if not isinstance(config, ImplicitPolicyConfig):
-            raise CheckpointError(f"{source}: holds an {ckpt['kind']} policy, which has no inference optimizer")
+            raise CheckpointError(
+                f"{source}: holds an {ckpt['kind']} policy, which has no inference optimizer"
+            )
         try:
             config = dataclasses.replace(config, optimizer=optimizer)
         except ValueError as e:

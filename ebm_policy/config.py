@@ -60,7 +60,9 @@ class CNNConfig:
     )
     center_input: bool = param(True, "subtract each image's per-channel median (its background)")
     conv_bias: bool = param(False, "biases of the 3x3 convolutions")
-    out_channels: int = param(16, "keypoints: channels of the 1x1 conv (soft-argmax gives 2x as many features)", min=1)
+    out_channels: int = param(
+        16, "keypoints: channels of the 1x1 conv (soft-argmax gives 2x as many features)", min=1
+    )
 
     @classmethod
     def preset(cls, name: Literal["full", "fast", "faster"], **overrides: Any) -> CNNConfig:
@@ -108,7 +110,9 @@ class EBMConfig:
 
     action_dim: int = param(2, "action dimensions", min=1, cli=False)
     backbone: BackboneConfig = param(factory=BackboneConfig, flatten=True, help="image encoder")
-    hidden_dims: tuple[int, ...] = param((256,), "energy MLP hidden widths (reference: one of 256)", min=1)
+    hidden_dims: tuple[int, ...] = param(
+        (256,), "energy MLP hidden widths (reference: one of 256)", min=1
+    )
 
     def __post_init__(self) -> None:
         check_params(self)
@@ -123,7 +127,9 @@ class ExplicitConfig:
     action_dim: int = param(2, "action dimensions", min=1, cli=False)
     backbone: BackboneConfig = param(factory=BackboneConfig, flatten=True, help="image encoder")
     hidden_dims: tuple[int, ...] = param((256,), "MLP hidden widths", min=1)
-    dropout: float = param(0.0, "dropout after each hidden layer (the reference uses 0.1)", min=0, max=0.95)
+    dropout: float = param(
+        0.0, "dropout after each hidden layer (the reference uses 0.1)", min=0, max=0.95
+    )
 
     def __post_init__(self) -> None:
         check_params(self)
@@ -135,7 +141,9 @@ class InfoNCEConfig:
 
     kind: ClassVar[str] = "infonce"
 
-    num_counter_examples: int = param(128, "uniform counter-examples per example (reference: 64 or 128)", min=1)
+    num_counter_examples: int = param(
+        128, "uniform counter-examples per example (reference: 64 or 128)", min=1
+    )
 
     def __post_init__(self) -> None:
         check_params(self)
@@ -149,8 +157,12 @@ class LangevinInfoNCEConfig:
 
     kind: ClassVar[str] = "langevin"
 
-    num_counter_examples: int = param(8, "chain outputs used as counter-examples (reference: 8)", min=1)
-    chain: LangevinChainConfig = param(factory=LangevinChainConfig, flatten=True, help="the chain's dynamics")
+    num_counter_examples: int = param(
+        8, "chain outputs used as counter-examples (reference: 8)", min=1
+    )
+    chain: LangevinChainConfig = param(
+        factory=LangevinChainConfig, flatten=True, help="the chain's dynamics"
+    )
     penalty_weight: float = param(1.0, "weight of the gradient penalty (0: off)", min=0)
     penalty_margin: float = param(1.0, "gradient inf-norm allowed without penalty", min=0)
 
@@ -173,7 +185,10 @@ class AutoregressiveInfoNCEConfig:
 
     num_counter_examples: int = param(128, "counter-examples per example and prefix", min=1)
     conditional_fraction: float = param(
-        0.5, "fraction of them that keep the expert's first j - 1 dimensions and draw only the j-th", min=0, max=1
+        0.5,
+        "fraction of them that keep the expert's first j - 1 dimensions and draw only the j-th",
+        min=0,
+        max=1,
     )
 
     def __post_init__(self) -> None:
@@ -192,7 +207,9 @@ class OptimConfig:
     100, 0.99); ``"cosine"`` decays it to ``min_lr_ratio * lr`` over the run.
     """
 
-    name: Literal["adam", "adamw", "sgd"] = param("adam", "optimizer", check=one_of("adam", "adamw", "sgd"))
+    name: Literal["adam", "adamw", "sgd"] = param(
+        "adam", "optimizer", check=one_of("adam", "adamw", "sgd")
+    )
     lr: float = param(1e-3, "learning rate", above=0)
     weight_decay: float = param(0.0, "weight decay", min=0)
     betas: tuple[float, ...] = param((0.9, 0.999), "Adam betas", min=0, max=1)
@@ -203,7 +220,9 @@ class OptimConfig:
     gamma: float = param(0.99, "lr factor per decay (step schedule)", above=0, max=1)
     min_lr_ratio: float = param(0.0, "final lr / lr (cosine schedule)", min=0, max=1)
     warmup_steps: int = param(0, "linear warm-up steps", min=0)
-    grad_clip_norm: float | None = param(None, "clip the gradient norm to this (None: no clipping)", above=0)
+    grad_clip_norm: float | None = param(
+        None, "clip the gradient norm to this (None: no clipping)", above=0
+    )
 
     def __post_init__(self) -> None:
         check_params(self)
@@ -225,7 +244,9 @@ class ImplicitPolicyConfig:
     optim: OptimConfig = param(factory=OptimConfig, help="gradient optimizer and lr schedule")
     bounds_padding: float = param(0.05, "fraction of the action range added on each side", min=0)
     max_chunk_elements: int | None = param(
-        None, "hidden activations scored at once at inference (None: 2^20 on a CPU, 2^26 on a GPU)", min=1
+        None,
+        "hidden activations scored at once at inference (None: 2^20 on a CPU, 2^26 on a GPU)",
+        min=1,
     )
 
     def __post_init__(self) -> None:
@@ -245,7 +266,9 @@ class ImplicitPolicyConfig:
         return 1 << 20 if device_type == "cpu" else 1 << 26
 
     @classmethod
-    def for_method(cls, method: Literal["dfo", "langevin", "autoregressive_dfo"], **overrides: Any) -> ImplicitPolicyConfig:
+    def for_method(
+        cls, method: Literal["dfo", "langevin", "autoregressive_dfo"], **overrides: Any
+    ) -> ImplicitPolicyConfig:
         """The paper's training objective and inference optimizer for ``method``."""
         pairs: dict[str, tuple[Any, Any]] = {
             "dfo": (InfoNCEConfig(), DFOConfig()),
@@ -262,7 +285,11 @@ def check_optimizer_fits(optimizer: Any, loss: Any) -> None:
     """``ValueError`` when ``optimizer`` needs prefix energies (its class says so) and ``loss``
     does not train them."""
     entry = OPTIMIZERS.get(getattr(optimizer, "kind", ""))
-    if entry is not None and entry[1].needs_prefix_energies and not isinstance(loss, AutoregressiveInfoNCEConfig):
+    if (
+        entry is not None
+        and entry[1].needs_prefix_energies
+        and not isinstance(loss, AutoregressiveInfoNCEConfig)
+    ):
         raise ValueError(
             f"optimizer {optimizer.kind!r} needs a model trained with loss "
             f"{AutoregressiveInfoNCEConfig.kind!r} (prefix energies), this one is trained with loss "
@@ -276,7 +303,9 @@ class ExplicitPolicyConfig:
     """Everything an ``ExplicitPolicy`` needs besides its action bounds."""
 
     model: ExplicitConfig = param(factory=ExplicitConfig, help="regression model")
-    optim: OptimConfig = param(factory=lambda: OptimConfig(weight_decay=1e-4), help="gradient optimizer and lr schedule")
+    optim: OptimConfig = param(
+        factory=lambda: OptimConfig(weight_decay=1e-4), help="gradient optimizer and lr schedule"
+    )
     bounds_padding: float = param(0.05, "fraction of the action range added on each side", min=0)
 
     def __post_init__(self) -> None:

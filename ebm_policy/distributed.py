@@ -26,7 +26,15 @@ import torch.distributed as dist
 
 T = TypeVar("T")
 
-_LOST_PEER = ("connection closed", "connection reset", "timed out", "timeout", "broken pipe", "nccl", "gloo")
+_LOST_PEER = (
+    "connection closed",
+    "connection reset",
+    "timed out",
+    "timeout",
+    "broken pipe",
+    "nccl",
+    "gloo",
+)
 
 
 class DistributedError(RuntimeError):
@@ -91,9 +99,7 @@ def join_from_env(device: torch.device, timeout_s: float) -> bool:
         return False
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(
-        backend_for(device), timeout=datetime.timedelta(seconds=timeout_s)
-    )
+    dist.init_process_group(backend_for(device), timeout=datetime.timedelta(seconds=timeout_s))
     return True
 
 
@@ -122,7 +128,9 @@ def is_lost_peer(error: BaseException) -> bool:
 
 def lost_peer_error(rank: Rank, what: str, error: BaseException) -> DistributedError:
     """The ``DistributedError`` of a failed collective during ``what``."""
-    first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    first = next(
+        (line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__
+    )
     first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]  # less gloo's "[.../pair.cc:537] "
     return DistributedError(
         f"{rank}: another process stopped or stopped answering during {what} ({first[:160]}); "
@@ -153,11 +161,15 @@ def broadcast_object(rank: Rank, obj: Any, what: str, device: torch.device | Non
     if not rank.enabled:
         return obj
     box = [obj if rank.master else None]
-    collective(rank, what, lambda: dist.broadcast_object_list(box, src=0, device=_object_device(device)))
+    collective(
+        rank, what, lambda: dist.broadcast_object_list(box, src=0, device=_object_device(device))
+    )
     return box[0]
 
 
-def gather_objects(rank: Rank, obj: Any, what: str, device: torch.device | None = None) -> list[Any] | None:
+def gather_objects(
+    rank: Rank, obj: Any, what: str, device: torch.device | None = None
+) -> list[Any] | None:
     """Every rank's ``obj`` in rank order on rank 0 (``None`` on the others)."""
     if not rank.enabled:
         return [obj]

@@ -56,7 +56,9 @@ class EnergyHead(nn.Module):
             return actions.new_empty(b, m)
         if m <= max_rows:  # whole images per group: plain ``forward`` on slices of the batch
             per = max(1, max_rows // m)
-            return torch.cat([self(features[i : i + per], actions[i : i + per]) for i in range(0, b, per)])
+            return torch.cat(
+                [self(features[i : i + per], actions[i : i + per]) for i in range(0, b, per)]
+            )
         d = self.feature_dim
         w_a_t = self.first.weight[:, d:].t()  # (A, H)
         proj = torch.addmm(self.first.bias, features, self.first.weight[:, :d].t())  # (B, H)

@@ -76,7 +76,12 @@ class CNN(nn.Module):
         for depth, stride, pool in zip(cfg.channels, cfg.strides, cfg.pools, strict=True):
             layers.append(
                 nn.Conv2d(
-                    depth_in, depth, 3, stride=stride, padding=1, padding_mode=cfg.padding_mode,
+                    depth_in,
+                    depth,
+                    3,
+                    stride=stride,
+                    padding=1,
+                    padding_mode=cfg.padding_mode,
                     bias=cfg.conv_bias,
                 )
             )

@@ -30,7 +30,9 @@ class ActionBounds(nn.Module):
         lo = torch.as_tensor(np.asarray(low, dtype=np.float32)).reshape(-1)
         hi = torch.as_tensor(np.asarray(high, dtype=np.float32)).reshape(-1)
         if lo.shape != hi.shape or lo.numel() == 0:
-            raise ValueError(f"action bounds need equal non-empty shapes, got {lo.shape} and {hi.shape}")
+            raise ValueError(
+                f"action bounds need equal non-empty shapes, got {lo.shape} and {hi.shape}"
+            )
         if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()) or (hi < lo).any():
             raise ValueError(f"invalid action bounds low={lo.tolist()} high={hi.tolist()}")
         if padding < 0:

@@ -39,8 +39,13 @@ Objective = Callable[..., tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]]
 
 
 def uniform_infonce(
-    cfg: InfoNCEConfig, model: EBMConvMLP, images: Tensor, positives: Tensor,
-    low: Tensor, high: Tensor, generator: torch.Generator | None,
+    cfg: InfoNCEConfig,
+    model: EBMConvMLP,
+    images: Tensor,
+    positives: Tensor,
+    low: Tensor,
+    high: Tensor,
+    generator: torch.Generator | None,
 ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
     """InfoNCE over ``num_counter_examples`` uniform counter-examples."""
     candidates, labels = make_candidates(positives, cfg.num_counter_examples, low, high, generator)
@@ -49,8 +54,13 @@ def uniform_infonce(
 
 
 def langevin_infonce(
-    cfg: LangevinInfoNCEConfig, model: EBMConvMLP, images: Tensor, positives: Tensor,
-    low: Tensor, high: Tensor, generator: torch.Generator | None,
+    cfg: LangevinInfoNCEConfig,
+    model: EBMConvMLP,
+    images: Tensor,
+    positives: Tensor,
+    low: Tensor,
+    high: Tensor,
+    generator: torch.Generator | None,
 ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
     """InfoNCE over chain-refined counter-examples + ``penalty_weight`` x gradient penalty."""
     features = model.encode(images)
@@ -75,8 +85,13 @@ def langevin_infonce(
 
 
 def prefix_infonce(
-    cfg: AutoregressiveInfoNCEConfig, model: EBMConvMLP, images: Tensor, positives: Tensor,
-    low: Tensor, high: Tensor, generator: torch.Generator | None,
+    cfg: AutoregressiveInfoNCEConfig,
+    model: EBMConvMLP,
+    images: Tensor,
+    positives: Tensor,
+    low: Tensor,
+    high: Tensor,
+    generator: torch.Generator | None,
 ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
     """Mean over ``j`` of InfoNCE on prefixes of length ``j``: ``K`` counter-examples per term,
     the first ``K - n_c`` uniform prefixes (shared by the terms), the last ``n_c =
@@ -111,8 +126,13 @@ OBJECTIVES: dict[type, Objective] = {
 
 
 def implicit_loss(
-    cfg: Any, model: EBMConvMLP, images: Tensor, positives: Tensor,
-    low: Tensor, high: Tensor, generator: torch.Generator | None = None,
+    cfg: Any,
+    model: EBMConvMLP,
+    images: Tensor,
+    positives: Tensor,
+    low: Tensor,
+    high: Tensor,
+    generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
     """The objective ``cfg`` names: ``images (B, C, H, W), positives (B, A) -> (loss,
     energies (B, N + 1), labels (B,), metrics)``."""

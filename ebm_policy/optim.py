@@ -17,7 +17,9 @@ def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.o
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=_betas(cfg), weight_decay=cfg.weight_decay)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=_betas(cfg), weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(
+            params, lr=cfg.lr, betas=_betas(cfg), weight_decay=cfg.weight_decay
+        )
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.name!r}")
@@ -41,7 +43,9 @@ def lr_factor(cfg: OptimConfig, step: int, total_steps: int) -> float:
     if cfg.scheduler == "cosine":
         span = max(1, total_steps - cfg.warmup_steps)
         t = min(1.0, max(0, step - cfg.warmup_steps) / span)
-        return warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+        return warm * (
+            cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+        )
     if cfg.scheduler == "constant":
         return warm
     raise ValueError(f"unknown scheduler {cfg.scheduler!r}")

@@ -90,7 +90,15 @@ def param(
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples for sequence defaults")
     rule = Rule(min=min, max=max, above=above, finite=finite, check=check)
-    metadata = {"help": help, "positional": positional, "rule": rule, "flatten": flatten, "presets": presets, "cli": cli, "hide": hide}
+    metadata = {
+        "help": help,
+        "positional": positional,
+        "rule": rule,
+        "flatten": flatten,
+        "presets": presets,
+        "cli": cli,
+        "hide": hide,
+    }
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata, **kwargs)
     return dataclasses.field(default=default, metadata=metadata, **kwargs)

@@ -89,7 +89,9 @@ class _Policy(nn.Module):
 
     def _actions(self, actions: Tensor | np.ndarray) -> Tensor:
         """Original units ``(B, A)`` -> normalized float32 on the policy's device."""
-        return self.bounds.normalize(torch.as_tensor(actions).to(self.device, torch.float32, non_blocking=True))
+        return self.bounds.normalize(
+            torch.as_tensor(actions).to(self.device, torch.float32, non_blocking=True)
+        )
 
     def _unit_box(self) -> tuple[Tensor, Tensor]:
         ones = torch.ones(self.bounds.action_dim, device=self.device)
@@ -141,8 +143,13 @@ class ImplicitPolicy(_Policy):
     ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         low, high = self._unit_box()
         return implicit_loss(
-            self.config.loss, self.model, self._images(batch["image"]), self._actions(batch["action"]),
-            low, high, generator,
+            self.config.loss,
+            self.model,
+            self._images(batch["image"]),
+            self._actions(batch["action"]),
+            low,
+            high,
+            generator,
         )
 
     def forward(
@@ -205,7 +212,11 @@ class ImplicitPolicy(_Policy):
         """
         low, high = self._unit_box()
         out = self.resolve_optimizer(optimizer).infer(
-            self.action_energy(images), low, high, generator=generator, return_history=return_history
+            self.action_energy(images),
+            low,
+            high,
+            generator=generator,
+            return_history=return_history,
         )
         if isinstance(out, tuple):
             best, hist = out

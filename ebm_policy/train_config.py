@@ -17,7 +17,9 @@ def _torch_device(value: str) -> None:
         try:
             torch.device(value)
         except (RuntimeError, ValueError):
-            raise ValueError(f"must be auto or a torch device (cpu, cuda, cuda:1, ...), got {value!r}") from None
+            raise ValueError(
+                f"must be auto or a torch device (cpu, cuda, cuda:1, ...), got {value!r}"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -38,14 +40,18 @@ class TrainConfig:
     keep_every: int | None = param(
         None, "also keep ckpt_step<N>.pt every this many steps (a multiple of ckpt_interval)", min=1
     )
-    energy_snapshots: int = param(5, "snapshots of positive vs counter-example energies (0: off)", min=0)
+    energy_snapshots: int = param(
+        5, "snapshots of positive vs counter-example energies (0: off)", min=0
+    )
     snapshot_batch_size: int = param(32, "examples per energy snapshot", min=1)
     device: str = param(
-        "cpu", "cpu, cuda, cuda:1, ... or auto (with several processes per machine, cuda: each takes cuda:LOCAL_RANK)",
+        "cpu",
+        "cpu, cuda, cuda:1, ... or auto (with several processes per machine, cuda: each takes cuda:LOCAL_RANK)",
         check=_torch_device,
     )
     precision: str = param(
-        "fp32", "fp32, or bf16: forward passes under bfloat16 autocast (weights and optimizer stay fp32)",
+        "fp32",
+        "fp32, or bf16: forward passes under bfloat16 autocast (weights and optimizer stay fp32)",
         check=one_of("fp32", "bf16"),
     )
     num_workers: int = param(0, "DataLoader worker processes (per training process)", min=0)
@@ -53,7 +59,8 @@ class TrainConfig:
         1, "torch threads (small convolutions run fastest on 1; None: torch's default)", min=1
     )
     dist_timeout: float = param(
-        300.0, "seconds a training process waits for the others (several processes) before it stops with an error",
+        300.0,
+        "seconds a training process waits for the others (several processes) before it stops with an error",
         above=0,
     )
     progress: bool = param(True, "show a progress bar")

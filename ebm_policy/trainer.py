@@ -81,7 +81,15 @@ from ebm_policy.policies import Policy
 from ebm_policy.runlock import FolderLock
 from ebm_policy.train_config import TrainConfig, resolve_device
 
-__all__ = ["CKPT_LAST", "SNAPSHOTS", "TrainConfig", "Trainer", "TrainingDivergedError", "resolve_device", "train"]
+__all__ = [
+    "CKPT_LAST",
+    "SNAPSHOTS",
+    "TrainConfig",
+    "Trainer",
+    "TrainingDivergedError",
+    "resolve_device",
+    "train",
+]
 
 CKPT_LAST = "ckpt_last.pt"
 SNAPSHOTS = "energy_snapshots.npz"
@@ -152,14 +160,18 @@ class Trainer:
         if self.n == 0:
             raise ValueError("cannot train on an empty dataset")
         if cfg.batch_size % self.rank.world_size:
-            raise _shared(ValueError(
-                f"the batch size ({cfg.batch_size}) must be a multiple of the number of processes "
-                f"({self.rank.world_size}): it is the global batch, split evenly between them"
-            ))
+            raise _shared(
+                ValueError(
+                    f"the batch size ({cfg.batch_size}) must be a multiple of the number of processes "
+                    f"({self.rank.world_size}): it is the global batch, split evenly between them"
+                )
+            )
         self.total = cfg.total_steps(self.n)
         self.optimizer = build_optimizer(policy.parameters(), policy.config.optim)
         self.scheduler = build_scheduler(self.optimizer, policy.config.optim, self.total)
-        self.generator = torch.Generator(self.device).manual_seed(D.rank_seed(cfg.seed + 1, self.rank.rank))
+        self.generator = torch.Generator(self.device).manual_seed(
+            D.rank_seed(cfg.seed + 1, self.rank.rank)
+        )
         self.step = 0
         self.snapshots: dict[str, list[np.ndarray]] = {"steps": [], "positive": [], "negative": []}
         self._saved_at: int | None = None  # step of the last checkpoint in out_dir
@@ -185,7 +197,9 @@ class Trainer:
         """Everything beyond the weights needed to continue exactly (on rank 0; the other ranks
         send their random states and get ``None``). Rank 0's random states are at the top level,
         as in a single-process checkpoint; ``rank_rng`` lists every rank's."""
-        states = D.gather_objects(self.rank, self._rng_state(), f"the random states of step {self.step}", self.device)
+        states = D.gather_objects(
+            self.rank, self._rng_state(), f"the random states of step {self.step}", self.device
+        )
         if states is None:
             return None
         state = {
@@ -211,17 +225,26 @@ class Trainer:
         calls it at the same step. Non-finite weights raise ``TrainingDivergedError`` instead."""
         self._check_weights()
         state = self.trainer_state()
-        self._master_io(lambda: self._write_checkpoint(state), f"writing the checkpoint of step {self.step}")
+        self._master_io(
+            lambda: self._write_checkpoint(state), f"writing the checkpoint of step {self.step}"
+        )
         self._saved_at = self.step
         return self.out_dir / CKPT_LAST
 
     def _write_checkpoint(self, state: dict[str, Any] | None) -> None:
         save_checkpoint(
-            self.out_dir / CKPT_LAST, self.policy, step=self.step, metadata=self.metadata, trainer_state=state
+            self.out_dir / CKPT_LAST,
+            self.policy,
+            step=self.step,
+            metadata=self.metadata,
+            trainer_state=state,
         )
         if self.cfg.keep_every and self.step % self.cfg.keep_every == 0:
             save_checkpoint(
-                self.out_dir / f"ckpt_step{self.step}.pt", self.policy, step=self.step, metadata=self.metadata
+                self.out_dir / f"ckpt_step{self.step}.pt",
+                self.policy,
+                step=self.step,
+                metadata=self.metadata,
             )
 
     def _master_io(self, work: Callable[[], None], what: str) -> None:
@@ -239,7 +262,9 @@ class Trainer:
         if failure is not None:
             raise failure
         if verdict is not None:
-            raise _shared(D.DistributedError(f"{self.rank}: rank 0 failed {what} ({verdict}); stopping too"))
+            raise _shared(
+                D.DistributedError(f"{self.rank}: rank 0 failed {what} ({verdict}); stopping too")
+            )
 
     def _diverged(self, step: int, problem: str) -> TrainingDivergedError:
         last = self.out_dir / CKPT_LAST
@@ -265,7 +290,9 @@ class Trainer:
         """Continue from the checkpoint payload ``ckpt`` (read by rank 0 from ``path``)."""
         state = ckpt.get("trainer")
         if ckpt["kind"] != self.policy.kind:
-            raise CheckpointError(f"{path}: holds an {ckpt['kind']} policy, resuming an {self.policy.kind} one")
+            raise CheckpointError(
+                f"{path}: holds an {ckpt['kind']} policy, resuming an {self.policy.kind} one"
+            )
         if _training_part(ckpt["config"]) != _training_part(config_to_dict(self.policy.config)):
             raise CheckpointError(f"{path}: was trained with another policy config; cannot resume")
         if state is None:
@@ -352,7 +379,9 @@ class Trainer:
                 gc.collect()
                 D.leave()
 
-    def _start(self, stack: ExitStack, resume: bool) -> tuple[FolderLock | None, dict[str, Any] | None]:
+    def _start(
+        self, stack: ExitStack, resume: bool
+    ) -> tuple[FolderLock | None, dict[str, Any] | None]:
         """Rank 0 locks the folder, checks it and reads the checkpoint to resume from; every rank
         gets that checkpoint, or rank 0's error (raised everywhere)."""
         lock: FolderLock | None = None
@@ -366,8 +395,12 @@ class Trainer:
                     print(f"removed {path}, left behind by an interrupted write", file=sys.stderr)
                 last = self.out_dir / CKPT_LAST
                 if last.exists() and not resume:
-                    raise FileExistsError(f"{last} exists; resume it or choose another output directory")
-                ckpt = load_checkpoint(last, map_location="cpu") if resume and last.exists() else None
+                    raise FileExistsError(
+                        f"{last} exists; resume it or choose another output directory"
+                    )
+                ckpt = (
+                    load_checkpoint(last, map_location="cpu") if resume and last.exists() else None
+                )
                 news = {"created": created, "ckpt": ckpt}
             except Exception as e:
                 failure, news = e, {"error": (type(e), str(e))}
@@ -409,7 +442,8 @@ class Trainer:
         newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
         no_sync = {"forward_sync_buffers": False} if newer else {"broadcast_buffers": False}
         model = D.collective(
-            self.rank, "wrapping the policy",
+            self.rank,
+            "wrapping the policy",
             lambda: DistributedDataParallel(self.policy, device_ids=ids, **no_sync),
         )
         model.register_comm_hook(None, D.ordered_mean_hook)  # exact resumption (see the hook)
@@ -430,7 +464,10 @@ class Trainer:
         def on_sigint(signum: int, frame: object) -> None:
             if self.rank.enabled:
                 if not self._stop_requested and self.master:
-                    print("\ninterrupt: all processes stop after the step they agree on, and save it", file=sys.stderr)
+                    print(
+                        "\ninterrupt: all processes stop after the step they agree on, and save it",
+                        file=sys.stderr,
+                    )
                 self._stop_requested = True
                 return
             if self._in_step and not self._stop_requested:
@@ -454,12 +491,28 @@ class Trainer:
     def _loop(self, callback: StepCallback | None) -> None:
         cfg = self.cfg
         snap_steps = self._snapshot_steps()
-        logger = MetricsLogger(self.out_dir, start_step=self.step, tensorboard=cfg.tensorboard) if self.master else None
-        loader = make_loader(
-            self.dataset, cfg.batch_size, cfg.seed, self.step, cfg.num_workers,
-            rank=self.rank.rank, world_size=self.rank.world_size, pin_memory=self.device.type == "cuda",
+        logger = (
+            MetricsLogger(self.out_dir, start_step=self.step, tensorboard=cfg.tensorboard)
+            if self.master
+            else None
         )
-        bar = tqdm(total=self.total, initial=self.step, disable=not (cfg.progress and self.master), desc="train", dynamic_ncols=True)
+        loader = make_loader(
+            self.dataset,
+            cfg.batch_size,
+            cfg.seed,
+            self.step,
+            cfg.num_workers,
+            rank=self.rank.rank,
+            world_size=self.rank.world_size,
+            pin_memory=self.device.type == "cuda",
+        )
+        bar = tqdm(
+            total=self.total,
+            initial=self.step,
+            disable=not (cfg.progress and self.master),
+            desc="train",
+            dynamic_ncols=True,
+        )
         sums: dict[str, float] = {}
         count, t0 = 0, time.perf_counter()
         batches = None
@@ -506,7 +559,13 @@ class Trainer:
         if self.step not in self.snapshots["steps"]:
             self._take_snapshot()
 
-    def _end_of_step(self, logger: MetricsLogger | None, bar: Any, scalars: dict[str, float] | None, snapshot: bool) -> None:
+    def _end_of_step(
+        self,
+        logger: MetricsLogger | None,
+        bar: Any,
+        scalars: dict[str, float] | None,
+        snapshot: bool,
+    ) -> None:
         """Rank 0 logs, snapshots and checkpoints (when due, in that order); all ranks agree on
         whether that worked."""
         save = self.step % self.cfg.ckpt_interval == 0 or self.step == self.total
@@ -535,7 +594,9 @@ class Trainer:
         """The metrics of the last ``count`` steps, averaged over steps and ranks, with the
         learning rate, the samples/s of all ranks together and the epoch."""
         keys = sorted(sums)
-        values = torch.tensor([sums[k] for k in keys] + [seconds], dtype=torch.float64, device=self._comm_device())
+        values = torch.tensor(
+            [sums[k] for k in keys] + [seconds], dtype=torch.float64, device=self._comm_device()
+        )
         D.all_reduce(self.rank, values, f"the metrics of step {self.step}")
         totals = values.tolist()
         world = self.rank.world_size
@@ -547,7 +608,9 @@ class Trainer:
 
     def _comm_device(self) -> torch.device:
         """Where small tensors for collectives live (NCCL needs them on the GPU)."""
-        return self.device if self.rank.enabled and self.device.type == "cuda" else torch.device("cpu")
+        return (
+            self.device if self.rank.enabled and self.device.type == "cuda" else torch.device("cpu")
+        )
 
     def _train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         """One gradient step; raises ``TrainingDivergedError`` (on every rank alike) before a
@@ -577,10 +640,17 @@ class Trainer:
             norm = _grad_norm(params)
         norm_value = float(norm)
         flags = torch.tensor(
-            [float(not np.isfinite(loss_value)), float(not np.isfinite(norm_value)), float(self._stop_requested)],
-            dtype=torch.float32, device=self._comm_device(),
+            [
+                float(not np.isfinite(loss_value)),
+                float(not np.isfinite(norm_value)),
+                float(self._stop_requested),
+            ],
+            dtype=torch.float32,
+            device=self._comm_device(),
         )
-        bad_loss, bad_norm, stop = D.all_reduce(self.rank, flags, f"the checks of step {self.step + 1}").tolist()
+        bad_loss, bad_norm, stop = D.all_reduce(
+            self.rank, flags, f"the checks of step {self.step + 1}"
+        ).tolist()
         if bad_loss:
             problem = f"the loss is {loss_value}"
             if self.rank.enabled:

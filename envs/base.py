@@ -136,7 +136,12 @@ class ReachEnv(gym.Env[Any, np.ndarray]):
     ) -> None:
         if unknown:
             valid = (
-                "obs_type", "image_size", "reward_type", "action_type", "render_mode", "render_size"
+                "obs_type",
+                "image_size",
+                "reward_type",
+                "action_type",
+                "render_mode",
+                "render_size",
             )
             raise ValueError(f"unknown argument(s) {sorted(unknown)}; valid arguments are {valid}")
         _check_choice("obs_type", obs_type, OBS_TYPES)
@@ -254,7 +259,9 @@ class ReachEnv(gym.Env[Any, np.ndarray]):
                     self._scene.set_target_color(int(j), self.task.reached_color)
             self._phase = int(self._reached.sum())
             self._success = self._phase == k
-            self._distance = float(dists[~self._reached].min() if not self._success else dists.min())
+            self._distance = float(
+                dists[~self._reached].min() if not self._success else dists.min()
+            )
         else:
             self._reached |= dists <= TARGET_RADIUS
             self._success = bool(self._reached.any())

@@ -240,7 +240,9 @@ class PlanarScene:
         )
         self.camera = TopDownCamera(c, (0.0, 0.0), VIEW_HALF_EXTENT)
         if self.obstacle is not None:  # free the joints of their default motors: force control
-            c.setJointMotorControlArray(self.agent, [0, 1], pybullet.VELOCITY_CONTROL, forces=[0, 0])
+            c.setJointMotorControlArray(
+                self.agent, [0, 1], pybullet.VELOCITY_CONTROL, forces=[0, 0]
+            )
         self._pos = np.zeros(2)
         self._closed = False
 

@@ -97,11 +97,17 @@ def test_defaults_come_from_the_presets() -> None:
     ("argv", "expected"),
     [
         (["--net.dropout", "0.5"], Job(net=replace(PRESET_NET, dropout=0.5))),  # hidden kept
-        (["--net.hidden", "8", "--net.hidden", "4", "2"], Job(net=replace(PRESET_NET, hidden=(8, 4, 2)))),
+        (
+            ["--net.hidden", "8", "--net.hidden", "4", "2"],
+            Job(net=replace(PRESET_NET, hidden=(8, 4, 2))),
+        ),
         (["--net.activation", "tanh"], Job(net=replace(PRESET_NET, activation="tanh"))),
         (["--net.layer-norm"], Job(net=replace(PRESET_NET, layer_norm=True))),
         (["--net.layer-norm", "--net.no-layer-norm"], Job()),
-        (["--optim.schedule.warmup-steps", "5"], Job(optim=Optim(schedule=Schedule(warmup_steps=5)))),
+        (
+            ["--optim.schedule.warmup-steps", "5"],
+            Job(optim=Optim(schedule=Schedule(warmup_steps=5))),
+        ),
         (["--optim.schedule.decay", "0.5"], Job(optim=Optim(schedule=Schedule(decay=0.5)))),
         (["--optim.schedule.decay", "none"], Job()),
         (["--optim.lr", "0.1", "--optim.min-lr", "0.01"], Job(optim=Optim(lr=0.1, min_lr=0.01))),
@@ -126,18 +132,32 @@ def test_round_trip(argv: list[str], expected: Job) -> None:
 def test_options_not_given_keep_the_default_instance() -> None:
     preset = Job(steps=5, optim=Optim(lr=0.5), search=Walk(step_size=0.2), ema=Ema(decay=0.9))
     assert parse([], preset) is preset
-    cfg = parse(["--optim.min-lr", "0.1", "--search.num-samples", "3", "--ema.decay", "0.8"], preset)
-    assert cfg == replace(preset, optim=Optim(lr=0.5, min_lr=0.1), search=Walk(num_samples=3, step_size=0.2),
-                          ema=Ema(decay=0.8))
+    cfg = parse(
+        ["--optim.min-lr", "0.1", "--search.num-samples", "3", "--ema.decay", "0.8"], preset
+    )
+    assert cfg == replace(
+        preset,
+        optim=Optim(lr=0.5, min_lr=0.1),
+        search=Walk(num_samples=3, step_size=0.2),
+        ema=Ema(decay=0.8),
+    )
     assert cfg.net is preset.net  # untouched parts are the preset's own objects
-    assert parse(["--ema", "none", "--search", "grid"], preset) == replace(preset, ema=None, search=Grid())
+    assert parse(["--ema", "none", "--search", "grid"], preset) == replace(
+        preset, ema=None, search=Grid()
+    )
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--net.dropout", "2"], "argument --net.dropout: must be a finite number in [0, 1], got 2.0"),
-        (["--optim.schedule.warmup-steps", "-1"], "argument --optim.schedule.warmup-steps: must be an integer >= 0"),
+        (
+            ["--net.dropout", "2"],
+            "argument --net.dropout: must be a finite number in [0, 1], got 2.0",
+        ),
+        (
+            ["--optim.schedule.warmup-steps", "-1"],
+            "argument --optim.schedule.warmup-steps: must be an integer >= 0",
+        ),
         (["--net.hidden", "4", "0"], "argument --net.hidden: must be an integer >= 1, got 0"),
         (["--net.activation", "gelu"], "argument --net.activation: invalid choice: 'gelu'"),
         (["--search", "random"], "argument --search: invalid choice: 'random'"),
@@ -162,16 +182,26 @@ def test_options_not_given_keep_the_default_instance() -> None:
             ["--search", "walk", "--search.num-samples", "1"],
             "argument --search.num-samples: must be an integer >= 2, got 1",
         ),
-        (["--search.num-samples", "0"], "argument --search.num-samples: must be an integer >= 1, got 0"),
-        (["--optim.lr", "0.1", "--optim.min-lr", "0.5"], "--optim.min-lr (0.5) must be <= --optim.lr (0.1)"),
+        (
+            ["--search.num-samples", "0"],
+            "argument --search.num-samples: must be an integer >= 1, got 0",
+        ),
+        (
+            ["--optim.lr", "0.1", "--optim.min-lr", "0.5"],
+            "--optim.min-lr (0.5) must be <= --optim.lr (0.1)",
+        ),
     ],
 )
-def test_bad_options_exit_2_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_options_exit_2_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as e:
         parse(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("toy: error: ") and err[0].endswith("(see toy --help)"), err
+    assert (
+        len(err) == 1 and err[0].startswith("toy: error: ") and err[0].endswith("(see toy --help)")
+    ), err
     assert message in err[0], err
 
 
@@ -185,7 +215,9 @@ def test_without_a_parser_build_errors_are_value_errors() -> None:
         dataclass_from_namespace(Job, p.parse_args(["--optim.min-lr", "1"]))
 
 
-def test_help_lists_the_dotted_options(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_help_lists_the_dotted_options(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     with pytest.raises(SystemExit) as e:
         parse(["--help"])
@@ -226,7 +258,9 @@ def test_iter_options_walks_every_leaf_once() -> None:
 
 def test_check_options_names_nested_options() -> None:
     check_options(Job())
-    with pytest.raises(ValueError, match=r"^--search\.net\.dropout must be a finite number in \[0, 1\], got 3.0"):
+    with pytest.raises(
+        ValueError, match=r"^--search\.net\.dropout must be a finite number in \[0, 1\], got 3.0"
+    ):
         check_options(Job(search=Walk(net=Net(dropout=3.0))))
 
 
@@ -296,13 +330,18 @@ class Model:
     optim: Optim = param(factory=Optim, help="optimizer")
 
 
-PRESETS = {"small": lambda: Model(net=Net(hidden=(8,))), "big": lambda: Model(net=Net(hidden=(512, 512)))}
+PRESETS = {
+    "small": lambda: Model(net=Net(hidden=(8,))),
+    "big": lambda: Model(net=Net(hidden=(512, 512))),
+}
 
 
 @dataclass(frozen=True)
 class Shaped:
     loop: Loop = param(factory=Loop, flatten=True, help="the loop")
-    model: Model = param(factory=PRESETS["small"], presets=PRESETS, hide=("optim.schedule",), help="the model")
+    model: Model = param(
+        factory=PRESETS["small"], presets=PRESETS, hide=("optim.schedule",), help="the model"
+    )
 
 
 def parse_shaped(argv: list[str]) -> Shaped:
@@ -314,14 +353,20 @@ def test_flattened_options_have_no_prefix_and_cli_false_fields_none() -> None:
     assert cfg.loop == Loop(steps=5, seed=2)
     options = [name for name, _, _ in iter_options(Shaped)]
     assert "--steps" in options and "--loop.steps" not in options
-    assert "--secret" not in options and "--model.optim.schedule.warmup-steps" not in options  # hidden
+    assert (
+        "--secret" not in options and "--model.optim.schedule.warmup-steps" not in options
+    )  # hidden
     with pytest.raises(SystemExit):
         parse_shaped(["--secret", "3"])
 
 
 @pytest.mark.parametrize(
     ("argv", "hidden"),
-    [([], (8,)), (["--model", "big"], (512, 512)), (["--model", "big", "--model.net.hidden", "4"], (4,))],
+    [
+        ([], (8,)),
+        (["--model", "big"], (512, 512)),
+        (["--model", "big", "--model.net.hidden", "4"], (4,)),
+    ],
 )
 def test_a_preset_is_the_base_its_options_change(argv: list[str], hidden: tuple[int, ...]) -> None:
     cfg = parse_shaped([*argv, "--model.optim.lr", "0.5"])
@@ -333,4 +378,7 @@ def test_an_unknown_preset_is_one_line(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit) as e:
         parse_shaped(["--model", "huge"])
     assert e.value.code == 2
-    assert "argument --model: invalid choice: 'huge' (choose from 'small', 'big')" in capsys.readouterr().err
+    assert (
+        "argument --model: invalid choice: 'huge' (choose from 'small', 'big')"
+        in capsys.readouterr().err
+    )

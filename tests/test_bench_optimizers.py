@@ -41,11 +41,21 @@ def test_targets_are_the_block_centres_in_colour_order(blocks: int) -> None:
 
 def test_tiny_grid_runs_every_method(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = BenchOptimizersConfig(
-        out=tmp_path, dims=(2, 4), image_size=24, train_images=8, test_images=4, latency_repeats=3, jobs=1,
-        train=TrainConfig(steps=2, batch_size=4, progress=False, energy_snapshots=0, tensorboard=False),
+        out=tmp_path,
+        dims=(2, 4),
+        image_size=24,
+        train_images=8,
+        test_images=4,
+        latency_repeats=3,
+        jobs=1,
+        train=TrainConfig(
+            steps=2, batch_size=4, progress=False, energy_snapshots=0, tensorboard=False
+        ),
     )
     rows = run_bench_optimizers(cfg)
-    assert sorted((r["method"], r["dim"]) for r in rows) == sorted((m, n) for m in METHODS for n in (2, 4))
+    assert sorted((r["method"], r["dim"]) for r in rows) == sorted(
+        (m, n) for m in METHODS for n in (2, 4)
+    )
     for r in rows:
         assert r["optimizer"]["kind"] == r["method"] and 0 <= r["success_rate"] <= 1
         assert r["infer_ms_median"] > 0 and r["mean_block_error_px"] >= 0

@@ -18,9 +18,9 @@ ENV = "ibc/ReachAnyTarget-v0"
 STEPS = (100, 200, 300, 400, 500, 600)
 # success rates per (policy, n_demos, seed) at STEPS; the final checkpoint has 50 episodes
 CURVES: dict[tuple[str, int, int], tuple[float, ...]] = {
-    ("implicit", 10, 0): (0.0, 0.6, 0.9, 0.8, 1.0, 0.9),   # last 5: 0.6..1.0 -> spread 0.4
-    ("implicit", 10, 1): (0.2, 0.9, 0.9, 0.9, 0.9, 0.8),   # 0.0 lies outside the window: 0.1
-    ("implicit", 10, 2): (0.5, 1.0, 1.0, 1.0, 1.0, 1.0),   # 0.0
+    ("implicit", 10, 0): (0.0, 0.6, 0.9, 0.8, 1.0, 0.9),  # last 5: 0.6..1.0 -> spread 0.4
+    ("implicit", 10, 1): (0.2, 0.9, 0.9, 0.9, 0.9, 0.8),  # 0.0 lies outside the window: 0.1
+    ("implicit", 10, 2): (0.5, 1.0, 1.0, 1.0, 1.0, 1.0),  # 0.0
     ("explicit", 10, 0): (0.1, 0.2, 0.3, 0.3, 0.2, 0.4),
     ("explicit", 10, 1): (0.1, 0.2, 0.3, 0.3, 0.2, 0.2),
     ("explicit", 10, 2): (0.1, 0.2, 0.3, 0.3, 0.2, 0.3),
@@ -38,14 +38,25 @@ def synthetic_rows() -> list[dict[str, Any]]:
     for (policy, n, seed), curve in CURVES.items():
         for step, rate in zip(STEPS, curve, strict=True):
             episodes = 50 if step == STEPS[-1] else 10
-            rows.append({
-                "env": ENV, "policy": policy, "n_demos": n, "action_type": "position", "seed": seed,
-                "cell": f"{policy}_{n}_{seed}", "step": step, "episodes": episodes,
-                "successes": round(rate * episodes), "success_rate": rate,
-                "policy_ms_per_step": {"implicit": 3.0 + seed, "explicit": 1.0}[policy],
-                "train_seconds": 100.0, "eval_seconds": 10.0,
-                "train_cpu_seconds": 90.0, "eval_cpu_seconds": 5.0,
-            })
+            rows.append(
+                {
+                    "env": ENV,
+                    "policy": policy,
+                    "n_demos": n,
+                    "action_type": "position",
+                    "seed": seed,
+                    "cell": f"{policy}_{n}_{seed}",
+                    "step": step,
+                    "episodes": episodes,
+                    "successes": round(rate * episodes),
+                    "success_rate": rate,
+                    "policy_ms_per_step": {"implicit": 3.0 + seed, "explicit": 1.0}[policy],
+                    "train_seconds": 100.0,
+                    "eval_seconds": 10.0,
+                    "train_cpu_seconds": 90.0,
+                    "eval_cpu_seconds": 5.0,
+                }
+            )
     return rows
 
 
@@ -72,7 +83,9 @@ def test_group_statistics_by_hand() -> None:
     assert all(x["success_std"] == 0.0 for x in one_seed)
 
 
-@pytest.mark.parametrize(("seed", "last", "spread"), [(0, 5, 0.4), (1, 5, 0.1), (2, 5, 0.0), (0, 6, 1.0), (0, 2, 0.1)])
+@pytest.mark.parametrize(
+    ("seed", "last", "spread"), [(0, 5, 0.4), (1, 5, 0.1), (2, 5, 0.0), (0, 6, 1.0), (0, 2, 0.1)]
+)
 def test_spread_over_the_last_checkpoints(seed: int, last: int, spread: float) -> None:
     cells = {(c["policy"], c["n_demos"], c["seed"]): c for c in cell_stats(synthetic_rows(), last)}
     c = cells[("implicit", 10, seed)]
@@ -84,13 +97,21 @@ def test_spread_over_the_last_checkpoints(seed: int, last: int, spread: float) -
 def test_summary_table() -> None:
     text = format_summary(synthetic_rows(), last=5, command="ibc-gym benchmark --out x")
     assert "Command: `ibc-gym benchmark --out x`" in text
-    assert f"| {ENV} | implicit | 10 | position | 3 | 600 | 90% | 10.0 pts | 84%-94% | 150 | 40 pts | 4.0 |" in text
-    assert f"| {ENV} | explicit | 30 | position | 3 | 600 | 50% | 0.0 pts | 42%-58% | 150 | 0 pts | 1.0 |" in text
+    assert (
+        f"| {ENV} | implicit | 10 | position | 3 | 600 | 90% | 10.0 pts | 84%-94% | 150 | 40 pts | 4.0 |"
+        in text
+    )
+    assert (
+        f"| {ENV} | explicit | 30 | position | 3 | 600 | 50% | 0.0 pts | 42%-58% | 150 | 0 pts | 1.0 |"
+        in text
+    )
     # per cell: the implicit spread goal (10 points) is judged, the explicit one is not
     assert f"| {ENV} | implicit | 10 | position | 0 | 90% | 40 pts | 5 | no |" in text
     assert f"| {ENV} | implicit | 10 | position | 1 | 80% | 10 pts | 5 | yes |" in text
     assert f"| {ENV} | explicit | 10 | position | 0 | 40% | 20 pts | 5 | - |" in text
-    assert "| implicit | 6 | 100 | 90 | 60 | 30 |" in text  # 6 checkpoints x 10 s of evaluation per cell
+    assert (
+        "| implicit | 6 | 100 | 90 | 60 | 30 |" in text
+    )  # 6 checkpoints x 10 s of evaluation per cell
     assert "CPU time of all cells: 1440 s (about 12 min" in text  # 12 cells x (90 + 6 x 5) s
 
 
@@ -98,7 +119,10 @@ def test_stability_plot_shows_the_rows() -> None:
     rows = synthetic_rows()
     fig = stability_figure(rows, last=5)
     axes = [ax for ax in fig.axes if ax.get_visible()]
-    assert [ax.get_title() for ax in axes] == [f"{ENV}, 10 demos, position", f"{ENV}, 30 demos, position"]
+    assert [ax.get_title() for ax in axes] == [
+        f"{ENV}, 10 demos, position",
+        f"{ENV}, 30 demos, position",
+    ]
     for ax, n in zip(axes, (10, 30), strict=True):
         assert ax.get_xlabel() == "training step" and ax.get_ylabel() == "success rate"
         assert ax.get_ylim() == pytest.approx(SUCCESS_LIMITS)
@@ -134,7 +158,9 @@ def test_data_efficiency_plot_shows_the_means() -> None:
         spans = [seg[1][1] - seg[0][1] for seg in segments]
         assert spans == pytest.approx([2 * s for s in stds[policy]])
     # every seed's final success is drawn as a dot
-    points = [p for c in ax.collections if isinstance(c, PathCollection) for p in c.get_offsets().tolist()]
+    points = [
+        p for c in ax.collections if isinstance(c, PathCollection) for p in c.get_offsets().tolist()
+    ]
     dots = sorted((round(x), round(y, 9)) for x, y in points)
     assert dots == sorted((n, c[-1]) for (_, n, _), c in CURVES.items())
 
@@ -142,7 +168,16 @@ def test_data_efficiency_plot_shows_the_means() -> None:
 def test_checkpoint_plan() -> None:
     cfg = BenchmarkConfig()
     assert cfg.kept_steps() == [250, 500, 750, 1000, 1250, 1500, 1750, 2000]
-    assert cfg.eval_plan() == {250: 10, 500: 10, 750: 10, 1000: 50, 1250: 50, 1500: 50, 1750: 50, 2000: 50}
+    assert cfg.eval_plan() == {
+        250: 10,
+        500: 10,
+        750: 10,
+        1000: 50,
+        1250: 50,
+        1500: 50,
+        1750: 50,
+        2000: 50,
+    }
     no_early = BenchmarkConfig(early_eval_episodes=0, eval_last=2)
     assert no_early.eval_plan() == {1750: 50, 2000: 50}
     quick = BenchmarkConfig(quick=True, envs=(ENV,), policies=("explicit",)).effective()

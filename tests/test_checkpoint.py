@@ -37,15 +37,21 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def make(kind: str) -> ImplicitPolicy | ExplicitPolicy:
     if kind == "implicit":
         cfg = ImplicitPolicyConfig(
-            model=EBMConfig(action_dim=3, backbone=BackboneConfig(cnn=CNN), hidden_dims=(16,)), optimizer=DFOConfig(num_samples=64), bounds_padding=0.1
+            model=EBMConfig(action_dim=3, backbone=BackboneConfig(cnn=CNN), hidden_dims=(16,)),
+            optimizer=DFOConfig(num_samples=64),
+            bounds_padding=0.1,
         )
         return ImplicitPolicy(cfg, LOW, HIGH, seed=1)
-    cfg = ExplicitPolicyConfig(model=ExplicitConfig(action_dim=3, backbone=BackboneConfig(cnn=CNN), hidden_dims=(16,)))
+    cfg = ExplicitPolicyConfig(
+        model=ExplicitConfig(action_dim=3, backbone=BackboneConfig(cnn=CNN), hidden_dims=(16,))
+    )
     return ExplicitPolicy(cfg, LOW, HIGH, seed=1)
 
 
 @pytest.fixture(params=["implicit", "explicit"])
-def saved(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[ImplicitPolicy | ExplicitPolicy, Path]:
+def saved(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> tuple[ImplicitPolicy | ExplicitPolicy, Path]:
     policy = make(request.param)
     path = save_checkpoint(tmp_path / "ckpt.pt", policy, step=17, metadata=METADATA)
     return policy, path

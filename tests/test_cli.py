@@ -45,8 +45,27 @@ def test_defaults() -> None:
 
 
 def test_typed_values() -> None:
-    cfg = parse(["--count", "7", "--rate", "0.25", "--out", "o/p", "--mode", "slow", "--sizes", "4", "5", "6",
-                 "--no-flag", "--limit", "9", "--name", "b"])
+    cfg = parse(
+        [
+            "--count",
+            "7",
+            "--rate",
+            "0.25",
+            "--out",
+            "o/p",
+            "--mode",
+            "slow",
+            "--sizes",
+            "4",
+            "5",
+            "6",
+            "--no-flag",
+            "--limit",
+            "9",
+            "--name",
+            "b",
+        ]
+    )
     assert cfg == Example("b", 7, 0.25, Path("o/p"), "slow", (4, 5, 6), False, 9)
     assert parse(["--limit", "none"]).limit is None
 
@@ -55,7 +74,9 @@ def test_typed_values() -> None:
     ("argv", "sizes"),
     [([], (1, 2)), (["--sizes", "7"], (7,)), (["--sizes", "4", "--sizes", "5", "6"], (4, 5, 6))],
 )
-def test_sequence_option_repeats_add_up_without_the_default(argv: list[str], sizes: tuple[int, ...]) -> None:
+def test_sequence_option_repeats_add_up_without_the_default(
+    argv: list[str], sizes: tuple[int, ...]
+) -> None:
     assert parse(argv).sizes == sizes
 
 
@@ -84,7 +105,12 @@ class WithPositional:
 
 @pytest.mark.parametrize(
     ("argv", "expected"),
-    [([], Path("runs/x")), (["a/b"], Path("a/b")), (["--run-dir", "c"], Path("c")), (["d", "--frames", "3"], Path("d"))],
+    [
+        ([], Path("runs/x")),
+        (["a/b"], Path("a/b")),
+        (["--run-dir", "c"], Path("c")),
+        (["d", "--frames", "3"], Path("d")),
+    ],
 )
 def test_positional_field(argv: list[str], expected: Path) -> None:
     p = argparse.ArgumentParser()
@@ -179,7 +205,10 @@ def test_every_option_declares_its_valid_values(command: str, cls: type) -> None
             ["eval", "--optimizer", "langevin", "--optimizer.resampling", "stratified"],
             "--optimizer.resampling is not an option of --optimizer langevin",
         ),
-        (["train", "--keep-every", "300"], "keep_every (300) must be a multiple of ckpt_interval (500)"),
+        (
+            ["train", "--keep-every", "300"],
+            "keep_every (300) must be a multiple of ckpt_interval (500)",
+        ),
         (["train", "--steps", "many"], "argument --steps: invalid int value: 'many'"),
         (
             ["video", "--render-size", "5000"],
@@ -235,7 +264,7 @@ def test_a_checkpoint_of_an_unregistered_env_is_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from ebm_policy import (
-    BackboneConfig,
+        BackboneConfig,
         CNNConfig,
         ExplicitConfig,
         ExplicitPolicy,
@@ -245,7 +274,11 @@ def test_a_checkpoint_of_an_unregistered_env_is_named(
 
     cnn = CNNConfig(channels=(4,), strides=(1,), pools=(1,), out_channels=2)
     policy = ExplicitPolicy(
-        ExplicitPolicyConfig(model=ExplicitConfig(backbone=BackboneConfig(cnn=cnn), hidden_dims=(4,))), [-1, -1], [1, 1]
+        ExplicitPolicyConfig(
+            model=ExplicitConfig(backbone=BackboneConfig(cnn=cnn), hidden_dims=(4,))
+        ),
+        [-1, -1],
+        [1, 1],
     )
     meta = {
         "env_id": "ibc/Gone-v0",

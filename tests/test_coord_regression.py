@@ -72,7 +72,10 @@ def test_extrapolation_split_separates_the_halves() -> None:
 
 def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = CoordRegressionConfig(
-        quick=True, split="both", out=tmp_path, train=replace(COORD_REGRESSION_TRAIN, progress=False)
+        quick=True,
+        split="both",
+        out=tmp_path,
+        train=replace(COORD_REGRESSION_TRAIN, progress=False),
     )
     result = run_coord_regression(cfg)
     rows = result["results"]
@@ -87,7 +90,10 @@ def test_quick_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert saved["results"] == rows
     # the quick settings as run, nested as on the command line
     assert saved["config"]["implicit"]["optimizer"] == {
-        **saved["config"]["implicit"]["optimizer"], "kind": "dfo", "num_samples": 64, "iterations": 2
+        **saved["config"]["implicit"]["optimizer"],
+        "kind": "dfo",
+        "num_samples": 64,
+        "iterations": 2,
     }
     assert (saved["config"]["train"]["steps"], saved["config"]["train"]["batch_size"]) == (8, 4)
     assert (tmp_path / "standard_n4_implicit" / "ckpt_last.pt").exists()
@@ -116,29 +122,54 @@ def _parse(*argv: str) -> CoordRegressionConfig:
 
 
 def test_command_options() -> None:
-    (name, _, cls, run), = COMMANDS
-    assert name == "coord-regression" and cls is CoordRegressionConfig and run is run_coord_regression
+    ((name, _, cls, run),) = COMMANDS
+    assert (
+        name == "coord-regression" and cls is CoordRegressionConfig and run is run_coord_regression
+    )
     cfg = _parse()
     assert (cfg.implicit, cfg.explicit, cfg.train) == (
-        COORD_REGRESSION_IMPLICIT, COORD_REGRESSION_EXPLICIT, COORD_REGRESSION_TRAIN
+        COORD_REGRESSION_IMPLICIT,
+        COORD_REGRESSION_EXPLICIT,
+        COORD_REGRESSION_TRAIN,
     )
     cfg = _parse("--train-sizes", "10", "--split", "both", "--quick")
     assert cfg.train_sizes == (10,) and cfg.split == "both" and cfg.quick
     cfg = _parse(
-        "--implicit.optimizer.num-samples", "1024", "--batch-size", "4", "--seed", "2",
-        "--implicit.model.cnn.strides", "1", "1", "1", "--explicit.model.dropout", "0.2",
-        "--implicit.model.softargmax.temperature", "1.0", "--explicit.optim.lr", "3e-4",
+        "--implicit.optimizer.num-samples",
+        "1024",
+        "--batch-size",
+        "4",
+        "--seed",
+        "2",
+        "--implicit.model.cnn.strides",
+        "1",
+        "1",
+        "1",
+        "--explicit.model.dropout",
+        "0.2",
+        "--implicit.model.softargmax.temperature",
+        "1.0",
+        "--explicit.optim.lr",
+        "3e-4",
     )
     assert cfg.implicit.optimizer == replace(COORD_REGRESSION_IMPLICIT.optimizer, num_samples=1024)
-    assert cfg.implicit.model.backbone.cnn == replace(COORD_REGRESSION_IMPLICIT.model.backbone.cnn, strides=(1, 1, 1))
+    assert cfg.implicit.model.backbone.cnn == replace(
+        COORD_REGRESSION_IMPLICIT.model.backbone.cnn, strides=(1, 1, 1)
+    )
     assert cfg.implicit.model.backbone.softargmax.temperature == 1.0
     assert (cfg.explicit.model.dropout, cfg.explicit.optim.lr) == (0.2, 3e-4)
-    assert cfg.explicit.model.backbone == COORD_REGRESSION_EXPLICIT.model.backbone  # only what was given
+    assert (
+        cfg.explicit.model.backbone == COORD_REGRESSION_EXPLICIT.model.backbone
+    )  # only what was given
     assert cfg.train == replace(COORD_REGRESSION_TRAIN, batch_size=4, seed=2)
-    langevin = _parse("--implicit.optimizer", "langevin", "--implicit.optimizer.steps", "30").implicit.optimizer
+    langevin = _parse(
+        "--implicit.optimizer", "langevin", "--implicit.optimizer.steps", "30"
+    ).implicit.optimizer
     assert isinstance(langevin, LangevinConfig) and langevin.chain.steps == 30
     for old in (["--dfo-samples", "1024"], ["--temperature", "1.0"], ["--threads", "2"]):
-        with pytest.raises(SystemExit):  # the model's settings live under --implicit.* / --explicit.*
+        with pytest.raises(
+            SystemExit
+        ):  # the model's settings live under --implicit.* / --explicit.*
             _parse(*old)
     with pytest.raises(ValueError, match="--train-sizes"):
         CoordRegressionConfig(train_sizes=(0,))

@@ -83,7 +83,9 @@ def test_writer_refuses_to_overwrite(demo_file: tuple[Path, list[Episode]]) -> N
 
 def test_wrong_env_is_named(demo_file: tuple[Path, list[Episode]]) -> None:
     path, _ = demo_file
-    with pytest.raises(DatasetError, match="recorded on ibc/ReachTarget-v0, not on ibc/ArmReach-v0"):
+    with pytest.raises(
+        DatasetError, match="recorded on ibc/ReachTarget-v0, not on ibc/ArmReach-v0"
+    ):
         DemoDataset(path, env_id="ibc/ArmReach-v0")
 
 

@@ -52,7 +52,9 @@ def two_wells(deep: Tensor, shallow: Tensor, scale: float = 50.0, offset: float 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize(
-    "center", [[0.3], [-0.5, 0.25], [0.9, -0.9], [0.1, 0.6, -0.4]], ids=["1d", "2d", "2d-corner", "3d"]
+    "center",
+    [[0.3], [-0.5, 0.25], [0.9, -0.9], [0.1, 0.6, -0.4]],
+    ids=["1d", "2d", "2d-corner", "3d"],
 )
 def test_finds_quadratic_minimum(center: list[float], scheme: str) -> None:
     c = torch.tensor(center)
@@ -127,7 +129,9 @@ def test_plus_inf_marks_impossible_actions(scheme: str) -> None:
     at all is an error."""
 
     def energy(s: Tensor) -> Tensor:  # the left half of the box is forbidden
-        return torch.where(s[..., 0] < 0, torch.inf, 50 * (s - torch.tensor([0.5, 0.0])).square().sum(-1))
+        return torch.where(
+            s[..., 0] < 0, torch.inf, 50 * (s - torch.tensor([0.5, 0.0])).square().sum(-1)
+        )
 
     dfo = DerivativeFreeOptimizer(DFOConfig(num_samples=512, iterations=3, resampling=scheme))  # type: ignore[arg-type]
     best = run(dfo, energy, 3, *box(2), generator=torch.Generator().manual_seed(0))
@@ -137,7 +141,9 @@ def test_plus_inf_marks_impossible_actions(scheme: str) -> None:
 
 
 def test_no_images_no_actions(model: EBMConvMLP) -> None:
-    out = DerivativeFreeOptimizer(CFG).infer(ModelEnergy.of_images(model, torch.rand(0, 3, 12, 12), 1 << 20), *box(2))
+    out = DerivativeFreeOptimizer(CFG).infer(
+        ModelEnergy.of_images(model, torch.rand(0, 3, 12, 12), 1 << 20), *box(2)
+    )
     assert isinstance(out, Tensor) and out.shape == (0, 2)
 
 
@@ -154,7 +160,9 @@ def test_stratified_resampling_never_draws_out_of_range() -> None:
 def test_minimum_outside_the_bounds_lands_on_the_boundary() -> None:
     low, high = torch.tensor([-1.0, 0.0]), torch.tensor([1.0, 0.5])
     g = torch.Generator().manual_seed(2)
-    best = run(DerivativeFreeOptimizer(CFG), bowl(torch.tensor([0.2, 2.0])), 2, low, high, generator=g)
+    best = run(
+        DerivativeFreeOptimizer(CFG), bowl(torch.tensor([0.2, 2.0])), 2, low, high, generator=g
+    )
     assert (best >= low).all() and (best <= high).all()
     assert torch.allclose(best[:, 1], torch.full((2,), 0.5), atol=TOL)
     assert (best[:, 0] - 0.2).abs().max() < TOL
@@ -165,7 +173,13 @@ def test_history_records_every_population() -> None:
     cfg = DFOConfig(num_samples=64, iterations=4)
     g = torch.Generator().manual_seed(3)
     best, hist = run(
-        DerivativeFreeOptimizer(cfg), bowl(torch.zeros(2)), 3, low, high, generator=g, return_history=True
+        DerivativeFreeOptimizer(cfg),
+        bowl(torch.zeros(2)),
+        3,
+        low,
+        high,
+        generator=g,
+        return_history=True,
     )
     assert len(hist.samples) == len(hist.energies) == cfg.iterations + 1
     assert all(s.shape == (3, 64, 2) for s in hist.samples)
@@ -181,7 +195,9 @@ def test_same_generator_same_answer(iterations: int) -> None:
     low, high = box(2)
     dfo = DerivativeFreeOptimizer(DFOConfig(num_samples=128, iterations=iterations))
     fn = two_wells(torch.tensor([0.3, 0.3]), torch.tensor([-0.3, -0.3]), scale=5.0)
-    out = [run(dfo, fn, 5, low, high, generator=torch.Generator().manual_seed(s)) for s in (7, 7, 8)]
+    out = [
+        run(dfo, fn, 5, low, high, generator=torch.Generator().manual_seed(s)) for s in (7, 7, 8)
+    ]
     assert torch.equal(out[0], out[1])
     assert not torch.equal(out[0], out[2])
 
@@ -190,7 +206,9 @@ def test_same_generator_same_answer(iterations: int) -> None:
 def model() -> EBMConvMLP:
     torch.manual_seed(0)
     cnn = CNNConfig(channels=(4, 8), strides=(1, 1), pools=(1, 1), out_channels=4)
-    return EBMConvMLP(EBMConfig(action_dim=2, backbone=BackboneConfig(cnn=cnn), hidden_dims=(32,))).eval()
+    return EBMConvMLP(
+        EBMConfig(action_dim=2, backbone=BackboneConfig(cnn=cnn), hidden_dims=(32,))
+    ).eval()
 
 
 @pytest.mark.parametrize("num_samples, iterations", [(64, 3), (256, 2)])
@@ -198,23 +216,42 @@ def test_fast_path_matches_naive_path(model: EBMConvMLP, num_samples: int, itera
     images = torch.rand(3, 3, 12, 12)
     low, high = box(2)
     dfo = DerivativeFreeOptimizer(DFOConfig(num_samples=num_samples, iterations=iterations))
-    fast = dfo.infer(ModelEnergy.of_images(model, images, 1 << 20), low, high, generator=torch.Generator().manual_seed(5))
-    naive = dfo.infer(NaiveModelEnergy(model, images), low, high, generator=torch.Generator().manual_seed(5))
+    fast = dfo.infer(
+        ModelEnergy.of_images(model, images, 1 << 20),
+        low,
+        high,
+        generator=torch.Generator().manual_seed(5),
+    )
+    naive = dfo.infer(
+        NaiveModelEnergy(model, images), low, high, generator=torch.Generator().manual_seed(5)
+    )
     # Same generator -> same draws -> the same answer. (The split and concatenated first layers
     # may differ by float rounding, ~1e-7, which changes no resampling decision here.)
     assert torch.equal(fast, naive)
 
 
 @pytest.mark.parametrize("max_chunk_elements", [32, 32 * 40, 32 * 100, 32 * 250, 1 << 20, None])
-def test_chunking_does_not_change_the_answer(model: EBMConvMLP, max_chunk_elements: int | None) -> None:
+def test_chunking_does_not_change_the_answer(
+    model: EBMConvMLP, max_chunk_elements: int | None
+) -> None:
     """Chunks within one image (32 x 40), exactly one image (32 x 100), two images per group,
     all at once, and the per-device default all give the answer of one unchunked pass."""
     images = torch.rand(4, 3, 12, 12)
     low, high = box(2)
     dfo = DerivativeFreeOptimizer(DFOConfig(num_samples=100, iterations=2))
     chunk = ImplicitPolicyConfig(max_chunk_elements=max_chunk_elements).chunk_elements("cpu")
-    expected = dfo.infer(ModelEnergy.of_images(model, images, 1 << 30), low, high, generator=torch.Generator().manual_seed(9))
-    got = dfo.infer(ModelEnergy.of_images(model, images, chunk), low, high, generator=torch.Generator().manual_seed(9))
+    expected = dfo.infer(
+        ModelEnergy.of_images(model, images, 1 << 30),
+        low,
+        high,
+        generator=torch.Generator().manual_seed(9),
+    )
+    got = dfo.infer(
+        ModelEnergy.of_images(model, images, chunk),
+        low,
+        high,
+        generator=torch.Generator().manual_seed(9),
+    )
     assert torch.allclose(got, expected, atol=1e-6)
 
 
@@ -228,11 +265,21 @@ def test_bench_dfo_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     from demos.bench_dfo import BenchDfoConfig, run_bench_dfo
 
     cfg = BenchDfoConfig(
-        backbones=("faster",), train_backbones=("faster",), train_sizes=(32,), ref_samples=64,
-        ref_iterations=1, repeats=1, batch_size=2, batch_repeats=1, train_steps=1, train_repeats=1,
+        backbones=("faster",),
+        train_backbones=("faster",),
+        train_sizes=(32,),
+        ref_samples=64,
+        ref_iterations=1,
+        repeats=1,
+        batch_size=2,
+        batch_repeats=1,
+        train_steps=1,
+        train_repeats=1,
         dfo_train_steps=1,
     )
     run_bench_dfo(cfg)
     out = capsys.readouterr().out
     assert "| faster |" in out and "64 x 1" in out and "2048 x 5" in out
-    assert out.count(" | 1/1 | 0.0e+00 |") == 2 and out.count(" | 2/2 | 0.0e+00 |") == 2  # paths agree
+    assert (
+        out.count(" | 1/1 | 0.0e+00 |") == 2 and out.count(" | 2/2 | 0.0e+00 |") == 2
+    )  # paths agree

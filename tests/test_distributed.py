@@ -54,13 +54,17 @@ def write_demos(path: Path) -> Path:
     rng = np.random.default_rng(0)
     with DemoWriter(path, env_id="ibc/ReachTarget-v0", env_kwargs={"image_size": SIZE}) as w:
         for seed in range(2):
-            w.add(Episode(
-                seed=seed,
-                observations=rng.integers(0, 256, (FRAMES // 2, SIZE, SIZE, 3), dtype=np.uint8),
-                actions=rng.uniform(-1, 1, (FRAMES // 2, 2)).astype(np.float32),
-                rewards=np.zeros(FRAMES // 2, np.float32), success=True, final_distance=0.0,
-                truncated=False,
-            ))
+            w.add(
+                Episode(
+                    seed=seed,
+                    observations=rng.integers(0, 256, (FRAMES // 2, SIZE, SIZE, 3), dtype=np.uint8),
+                    actions=rng.uniform(-1, 1, (FRAMES // 2, 2)).astype(np.float32),
+                    rewards=np.zeros(FRAMES // 2, np.float32),
+                    success=True,
+                    final_distance=0.0,
+                    truncated=False,
+                )
+            )
     return path
 
 
@@ -82,15 +86,24 @@ class Recording(Dataset):
 def make(kind: str, dropout: float = 0.0, seed: int = 0) -> ImplicitPolicy | ExplicitPolicy:
     config = tiny_policies().chosen(kind, action_dim=2)
     if kind == "explicit":
-        config = dataclasses.replace(config, model=dataclasses.replace(config.model, dropout=dropout))
+        config = dataclasses.replace(
+            config, model=dataclasses.replace(config.model, dropout=dropout)
+        )
         return ExplicitPolicy(config, [-1.0, -1.0], [1.0, 1.0], seed=seed)  # type: ignore[arg-type]
     return ImplicitPolicy(config, [-1.0, -1.0], [1.0, 1.0], seed=seed)  # type: ignore[arg-type]
 
 
 def config(**kw: Any) -> TrainConfig:
     base = TrainConfig(
-        steps=K, batch_size=8, seed=3, log_interval=1, ckpt_interval=K // 2, energy_snapshots=3,
-        snapshot_batch_size=4, progress=False, tensorboard=False,
+        steps=K,
+        batch_size=8,
+        seed=3,
+        log_interval=1,
+        ckpt_interval=K // 2,
+        energy_snapshots=3,
+        snapshot_batch_size=4,
+        progress=False,
+        tensorboard=False,
     )
     return dataclasses.replace(base, **kw)
 
@@ -132,11 +145,22 @@ def scenarios(rank: int, root: Path) -> None:
     for kind, dropout in (("implicit", 0.0), ("explicit", 0.5)):
         straight = train(make(kind, dropout), data, config(), out(f"straight-{kind}"))
         with pytest.raises(Interrupt):
-            train(make(kind, dropout), data, config(), out(f"resumed-{kind}"), callback=stop_at(K // 2 + 1))
-        resumed = train(make(kind, dropout, seed=99), data, config(), out(f"resumed-{kind}"), resume=True)
+            train(
+                make(kind, dropout),
+                data,
+                config(),
+                out(f"resumed-{kind}"),
+                callback=stop_at(K // 2 + 1),
+            )
+        resumed = train(
+            make(kind, dropout, seed=99), data, config(), out(f"resumed-{kind}"), resume=True
+        )
         torch.save(
-            {"straight": straight.state_dict(), "resumed": resumed.state_dict(),
-             "actions": straight.select_action(images, torch.Generator().manual_seed(0))},
+            {
+                "straight": straight.state_dict(),
+                "resumed": resumed.state_dict(),
+                "actions": straight.select_action(images, torch.Generator().manual_seed(0)),
+            },
             dump / f"runs-{kind}.{rank}.pt",
         )
 
@@ -157,10 +181,15 @@ def scenarios(rank: int, root: Path) -> None:
         (dump / f"diverged.{rank}.txt").write_text(f"{type(e).__name__}: {e}")
 
 
-def _rank_main(rank: int, root: Path, fn: Callable[[int, Path], None], timeout_s: float, world: int) -> None:
+def _rank_main(
+    rank: int, root: Path, fn: Callable[[int, Path], None], timeout_s: float, world: int
+) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
-        "gloo", init_method=f"file://{root / 'store'}", rank=rank, world_size=world,
+        "gloo",
+        init_method=f"file://{root / 'store'}",
+        rank=rank,
+        world_size=world,
         timeout=datetime.timedelta(seconds=timeout_s),
     )
     try:
@@ -169,11 +198,15 @@ def _rank_main(rank: int, root: Path, fn: Callable[[int, Path], None], timeout_s
         dist.destroy_process_group()
 
 
-def run_ranks(root: Path, fn: Callable[[int, Path], None], timeout_s: float = 60, world: int = WORLD) -> None:
+def run_ranks(
+    root: Path, fn: Callable[[int, Path], None], timeout_s: float = 60, world: int = WORLD
+) -> None:
     """``fn(rank, root)`` on ``world`` forked processes in one gloo group (collectives time out
     after ``timeout_s``)."""
     (root / "dump").mkdir(parents=True, exist_ok=True)
-    mp.start_processes(_rank_main, args=(root, fn, timeout_s, world), nprocs=world, start_method="fork")
+    mp.start_processes(
+        _rank_main, args=(root, fn, timeout_s, world), nprocs=world, start_method="fork"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +227,9 @@ def dumped(root: Path, name: str) -> list[Any]:
 def test_one_step_equals_one_process_on_the_union_of_the_batches(runs: Path) -> None:
     ranks = dumped(runs, "one")
     assert same_weights(ranks[0]["state"], ranks[1]["state"])  # identical on both ranks
-    single = train(make("explicit"), DemoDataset(runs / "demos.h5"), config(steps=1), runs / "single")
+    single = train(
+        make("explicit"), DemoDataset(runs / "demos.h5"), config(steps=1), runs / "single"
+    )
     for k, v in single.state_dict().items():
         torch.testing.assert_close(ranks[0]["state"][k], v, rtol=1e-5, atol=1e-6)
     assert not same_weights(ranks[0]["state"], make("explicit").state_dict())  # it did train
@@ -207,7 +242,9 @@ def test_only_rank_0_writes_and_its_checkpoint_acts_the_same(runs: Path) -> None
     for name in ("one", "straight-implicit", "resumed-implicit", "straight-explicit", "half"):
         assert not (runs / f"{name}.rank1").exists()  # rank 1 never touched its out_dir
     assert sorted(p.name for p in (runs / "straight-implicit").iterdir()) == [
-        "ckpt_last.pt", "energy_snapshots.npz", "metrics.jsonl"
+        "ckpt_last.pt",
+        "energy_snapshots.npz",
+        "metrics.jsonl",
     ]
     assert [r["step"] for r in read_metrics(runs / "straight-implicit")] == list(range(1, K + 1))
     with np.load(runs / "straight-implicit" / "energy_snapshots.npz") as z:
@@ -247,13 +284,18 @@ def _three(rank: int, root: Path) -> None:
     with pytest.raises(Interrupt):
         train(make("implicit"), data, cfg, out / "resumed", callback=stop_at(K // 2 + 1))
     resumed = train(make("implicit", seed=99), data, cfg, out / "resumed", resume=True)
-    torch.save({"straight": straight.state_dict(), "resumed": resumed.state_dict()}, root / "dump" / f"three.{rank}.pt")
+    torch.save(
+        {"straight": straight.state_dict(), "resumed": resumed.state_dict()},
+        root / "dump" / f"three.{rank}.pt",
+    )
 
 
 def test_divergence_on_one_rank_stops_all_ranks(runs: Path) -> None:
     errors = [(runs / "dump" / f"diverged.{r}.txt").read_text() for r in range(WORLD)]
     for e in errors:
-        assert e.startswith("TrainingDivergedError: training diverged at step 1: the loss is not finite on 1 of 2")
+        assert e.startswith(
+            "TrainingDivergedError: training diverged at step 1: the loss is not finite on 1 of 2"
+        )
     assert not (runs / "diverged").exists()  # nothing written: the folder it created is gone
 
 
@@ -265,7 +307,9 @@ def test_resume_with_another_world_size(runs: Path, capfd: pytest.CaptureFixture
     shutil.copytree(runs / "half", half)
     resumed = train(make("explicit"), DemoDataset(runs / "demos.h5"), config(), half, resume=True)
     assert "resuming a 2-process run with 1" in capfd.readouterr().err
-    straight = train(make("explicit"), DemoDataset(runs / "demos.h5"), config(), runs / "straight-1")
+    straight = train(
+        make("explicit"), DemoDataset(runs / "demos.h5"), config(), runs / "straight-1"
+    )
     for k, v in resumed.state_dict().items():
         torch.testing.assert_close(v, straight.state_dict()[k], rtol=1e-5, atol=1e-6)
     assert [r["step"] for r in read_metrics(half)] == list(range(1, K + 1))
@@ -277,9 +321,15 @@ def test_shard_sampler_splits_each_global_batch() -> None:
 
     single = take(ShardSampler(10, seed=1, batch_size=4), 4 * 7)
     for step in (0, 3):
-        shards = [take(ShardSampler(10, seed=1, batch_size=4, step=step, rank=r, world_size=2), 2 * 4) for r in (0, 1)]
+        shards = [
+            take(ShardSampler(10, seed=1, batch_size=4, step=step, rank=r, world_size=2), 2 * 4)
+            for r in (0, 1)
+        ]
         for b in range(4):  # global batch step + b = rank 0's half, then rank 1's
-            assert shards[0][2 * b:2 * b + 2] + shards[1][2 * b:2 * b + 2] == single[4 * (step + b):4 * (step + b + 1)]
+            assert (
+                shards[0][2 * b : 2 * b + 2] + shards[1][2 * b : 2 * b + 2]
+                == single[4 * (step + b) : 4 * (step + b + 1)]
+            )
     with pytest.raises(ValueError, match="multiple of the number of processes"):
         ShardSampler(10, seed=1, batch_size=5, world_size=2)
 
@@ -312,12 +362,45 @@ def rank_of(pid: int) -> int | None:
 
 def launch(data: Path, out: Path, *extra: str) -> subprocess.Popen:
     argv = [
-        sys.executable, "-m", "demos.cli", "train", "--nproc-per-node", "2", "--data", str(data),
-        "--out", str(out), "--no-in-memory", "--cnn.channels", "8", "8", "--cnn.strides", "2", "1",
-        "--cnn.pools", "1", "1", "--cnn.out-channels", "4", "--implicit.model.hidden-dims", "32",
-        "--implicit.loss.num-counter-examples", "8", "--batch-size", "4", "--log-interval", "1",
-        "--ckpt-interval", "2", "--energy-snapshots", "0", "--no-progress", "--no-tensorboard",
-        "--dist-timeout", "20", *extra,
+        sys.executable,
+        "-m",
+        "demos.cli",
+        "train",
+        "--nproc-per-node",
+        "2",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--no-in-memory",
+        "--cnn.channels",
+        "8",
+        "8",
+        "--cnn.strides",
+        "2",
+        "1",
+        "--cnn.pools",
+        "1",
+        "1",
+        "--cnn.out-channels",
+        "4",
+        "--implicit.model.hidden-dims",
+        "32",
+        "--implicit.loss.num-counter-examples",
+        "8",
+        "--batch-size",
+        "4",
+        "--log-interval",
+        "1",
+        "--ckpt-interval",
+        "2",
+        "--energy-snapshots",
+        "0",
+        "--no-progress",
+        "--no-tensorboard",
+        "--dist-timeout",
+        "20",
+        *extra,
     ]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -359,7 +442,9 @@ def test_collectives_fail_clearly_when_a_peer_is_gone(tmp_path: Path, peer: str)
     t0 = time.monotonic()
     run_ranks(tmp_path, _dead_peer if peer == "dead" else _hung_peer, timeout_s=2)
     text = (tmp_path / "dump" / "survivor.txt").read_text()
-    assert text.startswith("DistributedError: rank 0 of 2: another process stopped or stopped answering during the start")
+    assert text.startswith(
+        "DistributedError: rank 0 of 2: another process stopped or stopped answering during the start"
+    )
     assert time.monotonic() - t0 < 30
 
 
@@ -388,8 +473,15 @@ def test_bf16_autocast_trains_on_the_cpu(tmp_path: Path) -> None:
     data = DemoDataset(write_demos(tmp_path / "demos.h5"))
     for kind in ("implicit", "explicit"):
         policy = train(make(kind), data, config(steps=2, precision="bf16"), tmp_path / kind)
-        assert all(p.dtype == torch.float32 and bool(torch.isfinite(p).all()) for p in policy.parameters())
-        assert load_checkpoint(tmp_path / kind / "ckpt_last.pt")["trainer"]["train_config"]["precision"] == "bf16"
+        assert all(
+            p.dtype == torch.float32 and bool(torch.isfinite(p).all()) for p in policy.parameters()
+        )
+        assert (
+            load_checkpoint(tmp_path / kind / "ckpt_last.pt")["trainer"]["train_config"][
+                "precision"
+            ]
+            == "bf16"
+        )
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
         config(precision="fp16")
 
@@ -422,11 +514,23 @@ def test_launcher_reports_the_first_failure_in_one_line(tmp_path: Path) -> None:
 
     killed = Failed({1: Failure(-9, 42), 0: Failure(1, 41)}, first=1)
     assert describe_failure(killed, tmp_path) == (
-        f"rank 1 (pid 42) was killed by SIGKILL; the other processes stopped. No checkpoint was written in {tmp_path}", 1
+        f"rank 1 (pid 42) was killed by SIGKILL; the other processes stopped. No checkpoint was written in {tmp_path}",
+        1,
     )
     refused = Failed({0: Failure(2, 41), 1: Failure(-15, 42)}, first=0)
     message, code = describe_failure(refused)
-    assert code == 2 and message.startswith("rank 0 (pid 41) failed with exit code 2 (its error is above)")
+    assert code == 2 and message.startswith(
+        "rank 0 (pid 41) failed with exit code 2 (its error is above)"
+    )
     assert torchrun_argv(2, ["train", "--steps", "3"]) == [
-        "--standalone", "--nnodes", "1", "--nproc-per-node", "2", "-m", "demos.cli", "train", "--steps", "3"
+        "--standalone",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "demos.cli",
+        "train",
+        "--steps",
+        "3",
     ]

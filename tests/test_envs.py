@@ -344,7 +344,9 @@ def test_image_orientation(env_id: str) -> None:
     for seed in range(3):
         obs, info = env.reset(seed=seed)
         assert np.allclose(centroid(is_blue(obs)), pixel_of(info["agent_pos"], size), atol=1.0)
-        red_targets = np.array([t for t, c in zip(info["targets"], colors, strict=True) if c == RED])
+        red_targets = np.array(
+            [t for t, c in zip(info["targets"], colors, strict=True) if c == RED]
+        )
         expected = np.mean([pixel_of(t, size) for t in red_targets], axis=0)
         assert np.allclose(centroid(is_red(obs)), expected, atol=1.0)
         assert is_red(obs).sum() >= 0.8 * len(red_targets) * math.pi * radius_px**2  # ~4 px radius

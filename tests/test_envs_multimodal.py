@@ -220,7 +220,13 @@ def test_all_targets_dense_reward_is_the_shortest_path_left() -> None:
 
 def test_all_targets_expert_visits_in_random_orders() -> None:
     venv = make_vector_env(ALL_TARGETS, 2, obs_type="state")
-    episodes = rollout(venv, make_expert(ALL_TARGETS, seed=0), list(range(60)), keep_observations=False, keep_infos=True)
+    episodes = rollout(
+        venv,
+        make_expert(ALL_TARGETS, seed=0),
+        list(range(60)),
+        keep_observations=False,
+        keep_infos=True,
+    )
     venv.close()
     orders = []
     for ep in episodes:

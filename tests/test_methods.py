@@ -66,7 +66,10 @@ def test_loss_is_finite_and_reaches_every_weight(method: str) -> None:
     assert torch.isfinite(loss) and metrics["train/loss"] == pytest.approx(loss.item())
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in policy.parameters())
-    expected = {"langevin": {"train/infonce", "train/grad_penalty"}, "autoregressive_dfo": {"train/infonce_first", "train/infonce_full"}}
+    expected = {
+        "langevin": {"train/infonce", "train/grad_penalty"},
+        "autoregressive_dfo": {"train/infonce_first", "train/infonce_full"},
+    }
     assert expected.get(method, set()) <= set(metrics)
 
 
@@ -75,11 +78,15 @@ def test_langevin_counter_examples_come_from_an_undifferentiated_chain() -> None
     features = policy.model.encode(torch.rand(3, 3, 12, 12))
     start = torch.rand(3, 8, 2) * 2 - 1
     chain = LangevinChainConfig(steps=10, noise_scale=0.0)
-    out = run_chain(ModelEnergy(policy.model, features, 1 << 20), start, -torch.ones(2), torch.ones(2), chain)
+    out = run_chain(
+        ModelEnergy(policy.model, features, 1 << 20), start, -torch.ones(2), torch.ones(2), chain
+    )
     assert not out.requires_grad and out.grad_fn is None
     assert (out.abs() <= 1).all() and not torch.equal(out, start)
     energy = ModelEnergy(policy.model, features, 1 << 20)
-    assert (energy(out) <= energy(start) + 1e-4).float().mean() > 0.9  # noise off: the chain descends
+    assert (
+        energy(out) <= energy(start) + 1e-4
+    ).float().mean() > 0.9  # noise off: the chain descends
 
 
 def test_gradient_penalty_enters_the_loss_only_outside_the_margin() -> None:
@@ -91,27 +98,41 @@ def test_gradient_penalty_enters_the_loss_only_outside_the_margin() -> None:
         policy.model.head.first.weight.mul_(50.0)
     loss, metrics = policy.compute_loss(batch, generator=torch.Generator().manual_seed(g))
     assert metrics["train/grad_penalty"] > 0
-    assert loss.item() == pytest.approx(metrics["train/infonce"] + metrics["train/grad_penalty"], rel=1e-5)
-    off = ImplicitPolicy(replace(policy.config, loss=replace(policy.config.loss, penalty_weight=0.0)), LOW, HIGH)
+    assert loss.item() == pytest.approx(
+        metrics["train/infonce"] + metrics["train/grad_penalty"], rel=1e-5
+    )
+    off = ImplicitPolicy(
+        replace(policy.config, loss=replace(policy.config.loss, penalty_weight=0.0)), LOW, HIGH
+    )
     off.load_state_dict(policy.state_dict())
     loss_off, metrics_off = off.compute_loss(batch, generator=torch.Generator().manual_seed(g))
-    assert "train/grad_penalty" not in metrics_off and loss_off.item() == pytest.approx(metrics["train/infonce"], rel=1e-5)
+    assert "train/grad_penalty" not in metrics_off and loss_off.item() == pytest.approx(
+        metrics["train/infonce"], rel=1e-5
+    )
     # Within the margin (the weights as initialized) the penalty is exactly zero.
-    _, small = policy_for("langevin").compute_loss(batch, generator=torch.Generator().manual_seed(g))
+    _, small = policy_for("langevin").compute_loss(
+        batch, generator=torch.Generator().manual_seed(g)
+    )
     assert small["train/grad_penalty"] == 0.0
 
 
 def test_autoregressive_loss_is_the_mean_of_one_infonce_per_prefix() -> None:
     """With uniform counter-examples only (``conditional_fraction=0``) each term is InfoNCE
     over the same candidates cut to the prefix."""
-    policy = policy_for("autoregressive_dfo", loss=AutoregressiveInfoNCEConfig(conditional_fraction=0.0))
+    policy = policy_for(
+        "autoregressive_dfo", loss=AutoregressiveInfoNCEConfig(conditional_fraction=0.0)
+    )
     batch = dot_batch(5)
     loss, _ = policy.compute_loss(batch, generator=torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(3)
     positives = policy._actions(batch["action"])
-    candidates, labels = make_candidates(positives, policy.config.loss.num_counter_examples, -torch.ones(2), torch.ones(2), g)
+    candidates, labels = make_candidates(
+        positives, policy.config.loss.num_counter_examples, -torch.ones(2), torch.ones(2), g
+    )
     features = policy.model.encode(policy._images(batch["image"]))
-    terms = [info_nce_loss(policy.model.energy(features, candidates[..., :j]), labels) for j in (1, 2)]
+    terms = [
+        info_nce_loss(policy.model.energy(features, candidates[..., :j]), labels) for j in (1, 2)
+    ]
     assert loss.item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-5)
 
 
@@ -147,17 +168,26 @@ def test_optimizer_per_call_leaves_the_policy_unchanged() -> None:
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_and_optimizer_round_trips_through_a_checkpoint(method: str, tmp_path: Path) -> None:
+def test_every_method_and_optimizer_round_trips_through_a_checkpoint(
+    method: str, tmp_path: Path
+) -> None:
     policy = policy_for(method, seed=1).eval()
     save_checkpoint(tmp_path / "p.pt", policy)
     loaded = load_policy(tmp_path / "p.pt")
-    assert loaded.config == policy.config and isinstance(loaded.config.loss, type(policy.config.loss))
+    assert loaded.config == policy.config and isinstance(
+        loaded.config.loss, type(policy.config.loss)
+    )
     images = dot_batch(3)["image"]
-    same = [p.select_action(images, generator=torch.Generator().manual_seed(4)) for p in (policy, loaded)]
+    same = [
+        p.select_action(images, generator=torch.Generator().manual_seed(4))
+        for p in (policy, loaded)
+    ]
     assert torch.equal(*same)
     for other in SMALL.values():  # any optimizer this model can use, chosen at load
         if other.kind == "autoregressive_dfo" and method != "autoregressive_dfo":
-            with pytest.raises(CheckpointError, match="needs a model trained with loss 'autoregressive'"):
+            with pytest.raises(
+                CheckpointError, match="needs a model trained with loss 'autoregressive'"
+            ):
                 load_policy(tmp_path / "p.pt", optimizer=other)
             continue
         chosen = load_policy(tmp_path / "p.pt", optimizer=other)
@@ -168,7 +198,10 @@ def test_a_checkpoint_with_an_unknown_kind_is_a_clear_error(tmp_path: Path) -> N
     payload = checkpoint_dict(policy_for("dfo"))
     payload["config"]["optimizer"]["kind"] = "simulated_annealing"
     torch.save(payload, tmp_path / "x.pt")
-    with pytest.raises(CheckpointError, match="optimizer: unknown kind 'simulated_annealing'; choose one of dfo, langevin, autoregressive_dfo"):
+    with pytest.raises(
+        CheckpointError,
+        match="optimizer: unknown kind 'simulated_annealing'; choose one of dfo, langevin, autoregressive_dfo",
+    ):
         load_policy(tmp_path / "x.pt")
 
 
@@ -177,25 +210,38 @@ def test_a_checkpoint_from_before_the_optimizer_seam_loads_and_acts_the_same() -
     sections, CNN directly in ``model``) with the actions it chose for fixed images and seed."""
     policy = load_policy(DATA / "legacy_dfo_v1.pt")
     expected = torch.load(DATA / "legacy_dfo_v1_expected.pt")
-    assert policy.config.optimizer == DFOConfig(num_samples=256, iterations=3, resampling="multinomial")
+    assert policy.config.optimizer == DFOConfig(
+        num_samples=256, iterations=3, resampling="multinomial"
+    )
     assert isinstance(policy.config.loss, type(ImplicitPolicyConfig().loss))
     actions = policy.select_action(expected["images"], generator=torch.Generator().manual_seed(7))
     assert torch.equal(actions, expected["actions"])
     energies = policy.energy(expected["images"], expected["grid_actions"][:, None])
-    assert torch.allclose(energies, expected["energies"], atol=1e-6)  # summation order varies with threads
+    assert torch.allclose(
+        energies, expected["energies"], atol=1e-6
+    )  # summation order varies with threads
 
 
 def test_methods_have_their_papers_defaults() -> None:
     langevin = ImplicitPolicyConfig.for_method("langevin")
-    assert isinstance(langevin.loss, LangevinInfoNCEConfig) and langevin.loss.num_counter_examples == 8
+    assert (
+        isinstance(langevin.loss, LangevinInfoNCEConfig) and langevin.loss.num_counter_examples == 8
+    )
     assert (langevin.loss.penalty_weight, langevin.loss.penalty_margin) == (1.0, 1.0)
     chain = langevin.optimizer.chain
-    assert (chain.step_size_init, chain.step_size_final, chain.step_size_power, chain.noise_scale, chain.delta_clip) == (
-        0.1, 1e-5, 2.0, 1.0, 0.1)
+    assert (
+        chain.step_size_init,
+        chain.step_size_final,
+        chain.step_size_power,
+        chain.noise_scale,
+        chain.delta_clip,
+    ) == (0.1, 1e-5, 2.0, 1.0, 0.1)
     auto = ImplicitPolicyConfig.for_method("autoregressive_dfo")
     assert isinstance(auto.loss, AutoregressiveInfoNCEConfig) and auto.prefix_energies
     assert not ImplicitPolicyConfig().prefix_energies
-    with pytest.raises(ValueError, match="unknown method 'mcmc'; choose one of dfo, langevin, autoregressive_dfo"):
+    with pytest.raises(
+        ValueError, match="unknown method 'mcmc'; choose one of dfo, langevin, autoregressive_dfo"
+    ):
         ImplicitPolicyConfig.for_method("mcmc")  # type: ignore[arg-type]
 
 
@@ -210,7 +256,10 @@ def test_prefix_energies_make_a_larger_first_layer_only() -> None:
 def test_autoregressive_conditional_counter_examples_keep_the_expert_prefix() -> None:
     """Term j's conditional counter-examples are the expert's first j - 1 dimensions with a
     uniform j-th: recorded by a model that logs what it scores."""
-    policy = policy_for("autoregressive_dfo", loss=AutoregressiveInfoNCEConfig(num_counter_examples=8, conditional_fraction=0.5))
+    policy = policy_for(
+        "autoregressive_dfo",
+        loss=AutoregressiveInfoNCEConfig(num_counter_examples=8, conditional_fraction=0.5),
+    )
     seen: list[torch.Tensor] = []
     energy = policy.model.energy
     policy.model.energy = lambda f, a: (seen.append(a.detach().clone()), energy(f, a))[1]  # type: ignore[method-assign]
@@ -220,4 +269,7 @@ def test_autoregressive_conditional_counter_examples_keep_the_expert_prefix() ->
     first, second = seen  # j = 1, 2: candidates (B, 9, j)
     matches = (second[..., 0] == positives[:, None, 0]).sum(dim=1)  # the positive + 4 conditional
     assert (matches == 5).all()
-    assert first.shape == (3, 9, 1) and not (first[..., 0] == positives[:, None, 0]).sum(dim=1).gt(1).any()
+    assert (
+        first.shape == (3, 9, 1)
+        and not (first[..., 0] == positives[:, None, 0]).sum(dim=1).gt(1).any()
+    )

@@ -43,7 +43,9 @@ def test_coord_conv_channels(h: int, w: int) -> None:
     assert out.shape == (2, 5, h, w)
     xs, ys = out[0, 3], out[0, 4]
     # x is the column coordinate: constant down a column, -1 at the left edge, +1 at the right.
-    assert torch.allclose(xs[:, 0], torch.full((h,), -1.0)) and torch.allclose(xs[:, -1], torch.ones(h))
+    assert torch.allclose(xs[:, 0], torch.full((h,), -1.0)) and torch.allclose(
+        xs[:, -1], torch.ones(h)
+    )
     assert torch.allclose(xs, xs[0].expand(h, w))
     # y is the row coordinate.
     assert torch.allclose(ys[0], torch.full((w,), -1.0)) and torch.allclose(ys[-1], torch.ones(w))
@@ -90,9 +92,16 @@ def test_soft_argmax_uniform_map_is_centre_and_temperature_learns() -> None:
 
 @pytest.mark.parametrize(
     "strides, pools, size, out_size",
-    [((1, 1), (1, 1), 16, 16), ((2, 1), (1, 1), 16, 8), ((2, 1), (1, 2), 16, 4), ((1, 2), (2, 1), 12, 3)],
+    [
+        ((1, 1), (1, 1), 16, 16),
+        ((2, 1), (1, 1), 16, 8),
+        ((2, 1), (1, 2), 16, 4),
+        ((1, 2), (2, 1), 12, 3),
+    ],
 )
-def test_cnn_downsampling(strides: tuple[int, ...], pools: tuple[int, ...], size: int, out_size: int) -> None:
+def test_cnn_downsampling(
+    strides: tuple[int, ...], pools: tuple[int, ...], size: int, out_size: int
+) -> None:
     cnn = CNN(dataclasses.replace(TINY_CNN, strides=strides, pools=pools))
     out = cnn(torch.rand(2, 3, size, size))
     assert out.shape == (2, 4, out_size, out_size)
@@ -143,7 +152,9 @@ def test_cnn_config_rejects_bad_stages(kwargs: dict) -> None:
 @pytest.fixture
 def ebm() -> EBMConvMLP:
     torch.manual_seed(0)
-    return EBMConvMLP(EBMConfig(action_dim=3, backbone=BackboneConfig(cnn=TINY_CNN), hidden_dims=(16, 8)))
+    return EBMConvMLP(
+        EBMConfig(action_dim=3, backbone=BackboneConfig(cnn=TINY_CNN), hidden_dims=(16, 8))
+    )
 
 
 def test_ebm_shapes_and_split_first_layer(ebm: EBMConvMLP) -> None:
@@ -163,7 +174,9 @@ def test_ebm_shapes_and_split_first_layer(ebm: EBMConvMLP) -> None:
 @pytest.mark.parametrize("max_rows", [1, 3, 7, 1000])
 def test_chunked_energy_matches(hidden_dims: tuple[int, ...], max_rows: int) -> None:
     torch.manual_seed(1)
-    model = EBMConvMLP(EBMConfig(action_dim=2, backbone=BackboneConfig(cnn=TINY_CNN), hidden_dims=hidden_dims))
+    model = EBMConvMLP(
+        EBMConfig(action_dim=2, backbone=BackboneConfig(cnn=TINY_CNN), hidden_dims=hidden_dims)
+    )
     features, actions = torch.randn(3, 8), torch.rand(3, 10, 2)
     expected = model.energy(features, actions)
     with torch.inference_mode():
@@ -173,7 +186,11 @@ def test_chunked_energy_matches(hidden_dims: tuple[int, ...], max_rows: int) -> 
 
 def test_explicit_model_shape_and_dropout() -> None:
     torch.manual_seed(0)
-    model = ExplicitConvMLP(ExplicitConfig(action_dim=3, backbone=BackboneConfig(cnn=TINY_CNN), hidden_dims=(32,), dropout=0.5))
+    model = ExplicitConvMLP(
+        ExplicitConfig(
+            action_dim=3, backbone=BackboneConfig(cnn=TINY_CNN), hidden_dims=(32,), dropout=0.5
+        )
+    )
     x = torch.rand(4, 3, 8, 8)
     assert model(x).shape == (4, 3)
     model.eval()
@@ -209,7 +226,10 @@ def test_candidates_hold_the_positive_at_a_random_index() -> None:
     "cfg",
     [
         ImplicitPolicyConfig(),
-        ImplicitPolicyConfig(model=EBMConfig(backbone=BackboneConfig(cnn=TINY_CNN), hidden_dims=(8, 4)), optimizer=DFOConfig(num_samples=7)),
+        ImplicitPolicyConfig(
+            model=EBMConfig(backbone=BackboneConfig(cnn=TINY_CNN), hidden_dims=(8, 4)),
+            optimizer=DFOConfig(num_samples=7),
+        ),
         ExplicitPolicyConfig(),
     ],
 )

@@ -55,7 +55,9 @@ def two_wells(deep: Tensor, shallow: Tensor, scale: float = 50.0, offset: float 
 def solve(cfg, fn, dim: int, seed: int, batch: int = 8) -> Tensor:
     low, high = -torch.ones(dim), torch.ones(dim)
     energy = AnalyticEnergy(fn, batch, dim, prefix_fn=fn)
-    out = build_optimizer(cfg).infer(energy, low, high, generator=torch.Generator().manual_seed(seed))
+    out = build_optimizer(cfg).infer(
+        energy, low, high, generator=torch.Generator().manual_seed(seed)
+    )
     assert isinstance(out, Tensor) and out.shape == (batch, dim)
     assert (out >= low).all() and (out <= high).all()
     return out
@@ -84,16 +86,31 @@ def test_two_wells(cfg, dim: int, tol: float) -> None:
             assert to_deep.max() < tol
 
 
-@pytest.mark.parametrize("cfg", [DFOConfig(num_samples=64), LangevinConfig(num_samples=16), AutoregressiveDFOConfig(num_samples=64)], ids=lambda c: c.kind)
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        DFOConfig(num_samples=64),
+        LangevinConfig(num_samples=16),
+        AutoregressiveDFOConfig(num_samples=64),
+    ],
+    ids=lambda c: c.kind,
+)
 def test_same_generator_same_answer_and_history(cfg) -> None:
     fn = two_wells(torch.tensor([0.3, 0.3]), torch.tensor([-0.3, -0.3]), scale=5.0)
     energy = AnalyticEnergy(fn, 5, 2, prefix_fn=fn)
     opt, low, high = build_optimizer(cfg), -torch.ones(2), torch.ones(2)
-    runs = [opt.infer(energy, low, high, generator=torch.Generator().manual_seed(s)) for s in (7, 7, 8)]
+    runs = [
+        opt.infer(energy, low, high, generator=torch.Generator().manual_seed(s)) for s in (7, 7, 8)
+    ]
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
-    best, hist = opt.infer(energy, low, high, generator=torch.Generator().manual_seed(7), return_history=True)
+    best, hist = opt.infer(
+        energy, low, high, generator=torch.Generator().manual_seed(7), return_history=True
+    )
     assert torch.equal(best, runs[0])
-    assert hist.samples[-1].shape == (5, cfg.num_samples, 2) and len(hist.samples) == len(hist.energies) >= 2
+    assert (
+        hist.samples[-1].shape == (5, cfg.num_samples, 2)
+        and len(hist.samples) == len(hist.energies) >= 2
+    )
     final = hist.samples[-1][torch.arange(5), hist.energies[-1].argmin(-1)]
     assert torch.equal(best, final)  # the lowest-energy final sample
 
@@ -124,12 +141,24 @@ def test_autoregressive_dfo_refuses_an_energy_without_prefixes() -> None:
 @pytest.mark.parametrize(
     ("make", "match"),
     [
-        (lambda: optimizer_config("simulated_annealing"), r"unknown optimizer kind 'simulated_annealing'; choose one of dfo, langevin, autoregressive_dfo"),
-        (lambda: LangevinChainConfig(steps=-1), r"LangevinChainConfig.steps must be an integer >= 1, got -1"),
+        (
+            lambda: optimizer_config("simulated_annealing"),
+            r"unknown optimizer kind 'simulated_annealing'; choose one of dfo, langevin, autoregressive_dfo",
+        ),
+        (
+            lambda: LangevinChainConfig(steps=-1),
+            r"LangevinChainConfig.steps must be an integer >= 1, got -1",
+        ),
         (lambda: DFOConfig(iterations=-2), r"DFOConfig.iterations must be an integer >= 0, got -2"),
-        (lambda: LangevinChainConfig(step_size_init=1e-6), r"step_size_final 1e-05 exceeds step_size_init"),
+        (
+            lambda: LangevinChainConfig(step_size_init=1e-6),
+            r"step_size_final 1e-05 exceeds step_size_init",
+        ),
         (lambda: optimizer_config("dfo", steps=3), r"unexpected keyword argument 'steps'"),
-        (lambda: build_optimizer(object()), r"unknown inference optimizer config object; choose one of dfo"),
+        (
+            lambda: build_optimizer(object()),
+            r"unknown inference optimizer config object; choose one of dfo",
+        ),
     ],
 )
 def test_bad_optimizer_settings_are_clear_errors(make, match: str) -> None:
@@ -161,7 +190,10 @@ def test_gradient_penalty_gradient() -> None:
 def tiny_model(prefix: bool, action_dim: int = 3) -> EBMConvMLP:
     cnn = CNNConfig(channels=(4,), strides=(2,), pools=(1,), out_channels=2)
     torch.manual_seed(0)
-    return EBMConvMLP(EBMConfig(action_dim=action_dim, backbone=BackboneConfig(cnn=cnn), hidden_dims=(8,)), prefix_energies=prefix)
+    return EBMConvMLP(
+        EBMConfig(action_dim=action_dim, backbone=BackboneConfig(cnn=cnn), hidden_dims=(8,)),
+        prefix_energies=prefix,
+    )
 
 
 def test_prefix_model_scores_every_prefix_and_the_whole_action() -> None:
@@ -196,9 +228,12 @@ def test_action_gradient_matches_autograd(prefix: bool, hidden: tuple[int, ...])
     autograd's dE/da, for whole actions and for prefixes."""
     cnn = CNNConfig(channels=(4,), strides=(2,), pools=(1,), out_channels=2)
     torch.manual_seed(1)
-    model = EBMConvMLP(EBMConfig(action_dim=3, backbone=BackboneConfig(cnn=cnn), hidden_dims=hidden), prefix_energies=prefix)
+    model = EBMConvMLP(
+        EBMConfig(action_dim=3, backbone=BackboneConfig(cnn=cnn), hidden_dims=hidden),
+        prefix_energies=prefix,
+    )
     features = model.encode(torch.rand(2, 3, 8, 8)).detach()
-    for j in ((1, 2, 3) if prefix else (3,)):
+    for j in (1, 2, 3) if prefix else (3,):
         a = (torch.rand(2, 6, j) * 2 - 1).requires_grad_(True)
         e = model.energy(features, a)
         (g,) = torch.autograd.grad(e.sum(), a)

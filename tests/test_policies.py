@@ -33,7 +33,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def implicit(seed: int = 0, **kw: object) -> ImplicitPolicy:
     cfg = ImplicitPolicyConfig(
-        model=EBMConfig(backbone=BackboneConfig(cnn=CNN, softargmax=SoftArgmaxConfig(temperature=0.1)), hidden_dims=(64,)),
+        model=EBMConfig(
+            backbone=BackboneConfig(cnn=CNN, softargmax=SoftArgmaxConfig(temperature=0.1)),
+            hidden_dims=(64,),
+        ),
         loss=InfoNCEConfig(num_counter_examples=31),
         optimizer=DFOConfig(num_samples=256),
         **kw,  # type: ignore[arg-type]
@@ -42,7 +45,9 @@ def implicit(seed: int = 0, **kw: object) -> ImplicitPolicy:
 
 
 def explicit(seed: int = 0) -> ExplicitPolicy:
-    cfg = ExplicitPolicyConfig(model=ExplicitConfig(backbone=BackboneConfig(cnn=CNN), hidden_dims=(32,), dropout=0.1))
+    cfg = ExplicitPolicyConfig(
+        model=ExplicitConfig(backbone=BackboneConfig(cnn=CNN), hidden_dims=(32,), dropout=0.1)
+    )
     return ExplicitPolicy(cfg, LOW, HIGH, seed=seed)
 
 
@@ -62,14 +67,18 @@ def dot_batch(n: int, size: int = 12, seed: int = 0) -> dict[str, torch.Tensor]:
 def test_action_bounds_map_padded_box_to_unit_box(padding: float) -> None:
     b = ActionBounds(LOW, HIGH, padding)
     width = torch.from_numpy(HIGH - LOW)
-    padded = torch.stack([torch.from_numpy(LOW) - padding * width, torch.from_numpy(HIGH) + padding * width])
+    padded = torch.stack(
+        [torch.from_numpy(LOW) - padding * width, torch.from_numpy(HIGH) + padding * width]
+    )
     assert torch.allclose(b.normalize(padded), torch.tensor([[-1.0, -1.0], [1.0, 1.0]]), atol=1e-6)
     a = torch.rand(5, 2) * width + torch.from_numpy(LOW)
     assert torch.allclose(b.unnormalize(b.normalize(a)), a, atol=1e-5)
     assert set(dict(b.named_buffers())) == {"low", "high"}
 
 
-@pytest.mark.parametrize("low, high", [([0.0], [1.0, 2.0]), ([1.0], [0.0]), ([float("nan")], [1.0])])
+@pytest.mark.parametrize(
+    "low, high", [([0.0], [1.0, 2.0]), ([1.0], [0.0]), ([float("nan")], [1.0])]
+)
 def test_action_bounds_reject_invalid(low: list[float], high: list[float]) -> None:
     with pytest.raises(ValueError):
         ActionBounds(low, high)
@@ -115,7 +124,9 @@ def test_select_action_in_original_units(make, as_numpy: bool) -> None:
     actions = policy.select_action(images, generator=torch.Generator().manual_seed(0))
     assert actions.shape == (3, 2) and actions.dtype == torch.float32
     pad = 0.05 * (HIGH - LOW)
-    assert (actions.numpy() >= LOW - pad - 1e-5).all() and (actions.numpy() <= HIGH + pad + 1e-5).all()
+    assert (actions.numpy() >= LOW - pad - 1e-5).all() and (
+        actions.numpy() <= HIGH + pad + 1e-5
+    ).all()
 
 
 @pytest.mark.parametrize("make", [implicit, explicit], ids=["implicit", "explicit"])
@@ -128,7 +139,9 @@ def test_implicit_select_action_history_and_determinism() -> None:
     policy = implicit()
     images = dot_batch(2)["image"]
     a1 = policy.select_action(images, generator=torch.Generator().manual_seed(4))
-    a2, hist = policy.select_action(images, generator=torch.Generator().manual_seed(4), return_history=True)
+    a2, hist = policy.select_action(
+        images, generator=torch.Generator().manual_seed(4), return_history=True
+    )
     assert torch.equal(a1, a2)
     assert len(hist.samples) == policy.config.optimizer.iterations + 1
     assert hist.samples[0].shape == (2, 256, 2)
@@ -158,7 +171,11 @@ def test_seeded_init_is_reproducible_and_leaves_global_rng_alone() -> None:
 
 def test_mismatched_action_dim_is_rejected() -> None:
     with pytest.raises(ValueError, match="action_dim"):
-        ImplicitPolicy(ImplicitPolicyConfig(model=EBMConfig(action_dim=3, backbone=BackboneConfig(cnn=CNN))), LOW, HIGH)
+        ImplicitPolicy(
+            ImplicitPolicyConfig(model=EBMConfig(action_dim=3, backbone=BackboneConfig(cnn=CNN))),
+            LOW,
+            HIGH,
+        )
 
 
 def test_trained_energy_is_lower_for_expert_actions() -> None:

@@ -21,17 +21,27 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("report")
     data = tmp / "d.h5"
-    collect(CollectConfig(env="ibc/ReachTarget-v0", episodes=3, image_size=32, out=data, progress=False))
+    collect(
+        CollectConfig(env="ibc/ReachTarget-v0", episodes=3, image_size=32, out=data, progress=False)
+    )
     run = tmp / "run"
     run_train(
         TrainJobConfig(
-            data=data, out=run, policies=tiny_policies(), train=TrainConfig(steps=3, batch_size=4, progress=False)
+            data=data,
+            out=run,
+            policies=tiny_policies(),
+            train=TrainConfig(steps=3, batch_size=4, progress=False),
         )
     )
     metrics = evaluate(
         EvalConfig(
-            ckpt=run / "ckpt_last.pt", episodes=2, num_envs=1, videos=1, render_size=64,
-            progress=False, asynchronous=False,
+            ckpt=run / "ckpt_last.pt",
+            episodes=2,
+            num_envs=1,
+            videos=1,
+            render_size=64,
+            progress=False,
+            asynchronous=False,
         )
     )
     return run, metrics

@@ -242,7 +242,11 @@ def test_damaged_checkpoint_files_get_one_line(tmp_path: Path, content: bytes) -
 def tiny_checkpoint(run: Path) -> Path:
     cnn = CNNConfig(channels=(4,), strides=(1,), pools=(1,), out_channels=2)
     policy = ExplicitPolicy(
-        ExplicitPolicyConfig(model=ExplicitConfig(backbone=BackboneConfig(cnn=cnn), hidden_dims=(4,))), [-1, -1], [1, 1]
+        ExplicitPolicyConfig(
+            model=ExplicitConfig(backbone=BackboneConfig(cnn=cnn), hidden_dims=(4,))
+        ),
+        [-1, -1],
+        [1, 1],
     )
     meta = {"env_id": ENV, "env_kwargs": {}, "image_shape": [SIZE, SIZE, 3], "train_seeds": [0, 1]}
     return save_checkpoint(run / "ckpt_last.pt", policy, metadata=meta)

@@ -24,10 +24,15 @@ class CountdownEnv(gym.Env):
         self.render_mode = render_mode
         self.left = 0
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+    def reset(
+        self, *, seed: int | None = None, options: dict | None = None
+    ) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         self.left = int(self.np_random.integers(1, 7))
-        return np.array([self.left], np.float32), {"is_success": False, "distance": float(self.left)}
+        return np.array([self.left], np.float32), {
+            "is_success": False,
+            "distance": float(self.left),
+        }
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         self.left -= 1
@@ -75,14 +80,18 @@ def test_episode_contents() -> None:
     length = ep.length
     assert ep.observations is not None and ep.observations.shape == (length, 1)
     np.testing.assert_array_equal(ep.observations[:, 0], np.arange(length, 0, -1))
-    np.testing.assert_array_equal(ep.actions[:, 0], ep.observations[:, 0])  # obs paired with its action
+    np.testing.assert_array_equal(
+        ep.actions[:, 0], ep.observations[:, 0]
+    )  # obs paired with its action
     assert ep.success and not ep.truncated and ep.final_distance == 0.0
     assert ep.frames is not None and len(ep.frames) == length + 1  # reset frame + one per step
 
 
 def test_frames_only_for_requested_episodes_and_reset_per_episode() -> None:
     policy, stats = EchoPolicy(), RolloutStats()
-    episodes = rollout(vec(2), policy, [1, 2, 3, 4], record_frames=2, keep_observations=False, stats=stats)
+    episodes = rollout(
+        vec(2), policy, [1, 2, 3, 4], record_frames=2, keep_observations=False, stats=stats
+    )
     assert [ep.frames is not None for ep in episodes] == [True, True, False, False]
     assert all(ep.observations is None for ep in episodes)
     assert len(policy.resets) >= 4  # one reset per started episode (plus idle slots)

@@ -64,8 +64,12 @@ class DotDataset(Dataset):
         return {k: torch.from_numpy(v) for k, v in item.items()} if self.as_tensor else item
 
 
-def make(kind: str, seed: int = 0, optim: OptimConfig | None = None) -> ImplicitPolicy | ExplicitPolicy:
-    optim = optim or OptimConfig(scheduler="step", step_size=3, gamma=0.5)  # the lr changes within the run
+def make(
+    kind: str, seed: int = 0, optim: OptimConfig | None = None
+) -> ImplicitPolicy | ExplicitPolicy:
+    optim = optim or OptimConfig(
+        scheduler="step", step_size=3, gamma=0.5
+    )  # the lr changes within the run
     low, high = [-1.0, -1.0], [1.0, 1.0]
     if kind == "implicit":
         cfg = ImplicitPolicyConfig(
@@ -75,14 +79,24 @@ def make(kind: str, seed: int = 0, optim: OptimConfig | None = None) -> Implicit
             optim=optim,
         )
         return ImplicitPolicy(cfg, low, high, seed=seed)
-    cfg = ExplicitPolicyConfig(model=ExplicitConfig(backbone=BackboneConfig(cnn=CNN), hidden_dims=(16,), dropout=0.5), optim=optim)
+    cfg = ExplicitPolicyConfig(
+        model=ExplicitConfig(backbone=BackboneConfig(cnn=CNN), hidden_dims=(16,), dropout=0.5),
+        optim=optim,
+    )
     return ExplicitPolicy(cfg, low, high, seed=seed)
 
 
 def config(**kw: object) -> TrainConfig:
     base = TrainConfig(
-        steps=K, batch_size=4, seed=3, log_interval=2, ckpt_interval=K // 2, energy_snapshots=3,
-        snapshot_batch_size=4, progress=False, tensorboard=False,
+        steps=K,
+        batch_size=4,
+        seed=3,
+        log_interval=2,
+        ckpt_interval=K // 2,
+        energy_snapshots=3,
+        snapshot_batch_size=4,
+        progress=False,
+        tensorboard=False,
     )
     return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
 
@@ -98,7 +112,9 @@ class Interrupt(Exception):
 
 @pytest.mark.parametrize("kind", ["implicit", "explicit"])
 @pytest.mark.parametrize("how", ["keyboard", "crash"])
-def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path: Path, kind: str, how: str) -> None:
+def test_resume_gives_the_same_weights_as_a_straight_run(
+    tmp_path: Path, kind: str, how: str
+) -> None:
     straight = train(make(kind), DotDataset(), config(), tmp_path / "straight")
 
     def stop(step: int, _: dict) -> None:
@@ -123,10 +139,18 @@ def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path: Path, kind: s
 
 def test_logs_snapshots_and_checkpoints(tmp_path: Path) -> None:
     cfg = config(keep_every=K // 2, tensorboard=True)
-    policy = train(make("implicit"), DotDataset(as_tensor=True), cfg, tmp_path, metadata={"env_id": "x"})
+    policy = train(
+        make("implicit"), DotDataset(as_tensor=True), cfg, tmp_path, metadata={"env_id": "x"}
+    )
     assert not policy.training
     records = read_metrics(tmp_path)
-    assert {"train/loss", "train/lr", "train/samples_per_s", "train/energy_pos", "train/energy_neg"} <= set(records[0])
+    assert {
+        "train/loss",
+        "train/lr",
+        "train/samples_per_s",
+        "train/energy_pos",
+        "train/energy_neg",
+    } <= set(records[0])
     lrs = [r["train/lr"] for r in records]
     assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-3 * 0.5**4)
     with np.load(tmp_path / "energy_snapshots.npz") as z:
@@ -161,7 +185,13 @@ def test_refuses_to_overwrite_and_to_resume_another_config(tmp_path: Path) -> No
     with pytest.raises(FileExistsError, match="resume"):
         train(make("implicit"), DotDataset(), config(steps=2), tmp_path)
     with pytest.raises(CheckpointError, match="another policy config"):
-        train(make("implicit", optim=OptimConfig(lr=0.1)), DotDataset(), config(steps=4), tmp_path, resume=True)
+        train(
+            make("implicit", optim=OptimConfig(lr=0.1)),
+            DotDataset(),
+            config(steps=4),
+            tmp_path,
+            resume=True,
+        )
     with pytest.raises(CheckpointError, match="explicit"):
         train(make("explicit"), DotDataset(), config(steps=4), tmp_path, resume=True)
     with pytest.raises(ValueError, match="batch_size and seed"):

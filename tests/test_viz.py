@@ -70,13 +70,22 @@ def implicit_ckpts(out_dir: Path) -> dict[str, Path]:
     ``autoregressive``: an untrained policy with prefix energies (autoregressive DFO 64 x 2)."""
     quick = load_source(ModelFigureConfig(out=out_dir, quick=True)).run_dir
     assert quick is not None
-    tiny = EBMConfig(backbone=BackboneConfig(cnn=CNNConfig(channels=(8, 8), strides=(2, 1), pools=(1, 1), out_channels=4)))
+    tiny = EBMConfig(
+        backbone=BackboneConfig(
+            cnn=CNNConfig(channels=(8, 8), strides=(2, 1), pools=(1, 1), out_channels=4)
+        )
+    )
     config = ImplicitPolicyConfig.for_method(
-        "autoregressive_dfo", model=tiny, optimizer=AutoregressiveDFOConfig(num_samples=64, iterations=2)
+        "autoregressive_dfo",
+        model=tiny,
+        optimizer=AutoregressiveDFOConfig(num_samples=64, iterations=2),
     )
     policy = ImplicitPolicy(config, [-0.5, -0.5], [0.5, 0.5], seed=0)
-    meta = {"env_id": "ibc/ReachAnyTarget-v0", "env_kwargs": {"obs_type": "pixels", "image_size": 32},
-            "image_shape": [32, 32, 3]}
+    meta = {
+        "env_id": "ibc/ReachAnyTarget-v0",
+        "env_kwargs": {"obs_type": "pixels", "image_size": 32},
+        "image_shape": [32, 32, 3],
+    }
     ar = save_checkpoint(out_dir / "autoregressive" / "ckpt_last.pt", policy, metadata=meta)
     return {"quick": quick / "ckpt_last.pt", "autoregressive": ar}
 
@@ -88,41 +97,64 @@ LANGEVIN = LangevinConfig(num_samples=32, chain=LangevinChainConfig(steps=12))
     "ckpt, optimizer, panels, titles, suptitle",
     [
         (  # a Langevin chain on a DFO-trained model: 13 populations, 5 of them shown evenly
-            "quick", LANGEVIN, 5,
+            "quick",
+            LANGEVIN,
+            5,
             ["start", "after 3 steps", "after 6 steps", "after 9 steps", "after 12 steps (final)"],
             "Langevin MCMC inference, 32 chains x 12 steps",
         ),
         (
-            "quick", DFOConfig(num_samples=64, iterations=3), 6,
+            "quick",
+            DFOConfig(num_samples=64, iterations=3),
+            6,
             ["start", "after 1 iteration", "after 2 iterations", "after 3 iterations (final)"],
             "DFO inference, 64 samples x 3 iterations",
         ),
         (  # the checkpoint's own: DFO 1,024 x 3, drawn as 256-sample subsets
-            "quick", None, 6,
+            "quick",
+            None,
+            6,
             ["start", "after 1 iteration", "after 2 iterations", "after 3 iterations (final)"],
             "DFO inference, 1024 samples x 3 iterations (256 of 1024 samples drawn)",
         ),
         (
-            "autoregressive", None, 6, ["start", "after 1 pass", "after 2 passes (final)"],
+            "autoregressive",
+            None,
+            6,
+            ["start", "after 1 pass", "after 2 passes (final)"],
             "autoregressive DFO inference, 64 samples x 2 passes",
         ),
     ],
 )
 def test_inference_figure_draws_the_optimizers_populations(
-    implicit_ckpts: dict[str, Path], out_dir: Path, ckpt: str, optimizer: Any, panels: int,
-    titles: list[str], suptitle: str,
+    implicit_ckpts: dict[str, Path],
+    out_dir: Path,
+    ckpt: str,
+    optimizer: Any,
+    panels: int,
+    titles: list[str],
+    suptitle: str,
 ) -> None:
     """Each top panel shows samples of the population its title names (the same search, rerun
     here with the same seed); the energy panel covers every population of the history."""
-    cfg = DfoFigConfig(out=out_dir, quick=True, ckpt=implicit_ckpts[ckpt], optimizer=optimizer, panels=panels, seed=3)
+    cfg = DfoFigConfig(
+        out=out_dir,
+        quick=True,
+        ckpt=implicit_ckpts[ckpt],
+        optimizer=optimizer,
+        panels=panels,
+        seed=3,
+    )
     fig = build_dfo(cfg)
     assert fig.get_suptitle().splitlines()[0] == f"Task 5: {suptitle}"
 
     src = load_source(cfg)
     used = optimizer or src.policy.config.optimizer
     _, hist = src.policy.select_action(  # type: ignore[misc]
-        src.observation(cfg.env_seed).image[None], generator=torch.Generator().manual_seed(cfg.seed),
-        optimizer=used, return_history=True,
+        src.observation(cfg.env_seed).image[None],
+        generator=torch.Generator().manual_seed(cfg.seed),
+        optimizer=used,
+        return_history=True,
     )
     pops = [p[0].numpy() for p in hist.samples]
     top = [ax for ax in fig.axes if ax.get_title().startswith(("start", "after"))]
@@ -146,7 +178,14 @@ def test_inference_figure_refuses_an_optimizer_the_model_cannot_use(
     implicit_ckpts: dict[str, Path], out_dir: Path
 ) -> None:
     with pytest.raises(ValueError, match="autoregressive_dfo"):
-        build_dfo(DfoFigConfig(out=out_dir, quick=True, ckpt=implicit_ckpts["quick"], optimizer=AutoregressiveDFOConfig()))
+        build_dfo(
+            DfoFigConfig(
+                out=out_dir,
+                quick=True,
+                ckpt=implicit_ckpts["quick"],
+                optimizer=AutoregressiveDFOConfig(),
+            )
+        )
 
 
 def _red_centroid(image: np.ndarray) -> tuple[float, float]:
@@ -222,10 +261,17 @@ def test_dfo_command_takes_a_nested_optimizer(monkeypatch: pytest.MonkeyPatch) -
         return dataclass_from_namespace(ns._cfg_cls, ns, parser=ns._parser)
 
     assert parse().optimizer is None  # the checkpoint's
-    cfg = parse("--optimizer", "langevin", "--optimizer.steps", "50", "--optimizer.num-samples", "64")
+    cfg = parse(
+        "--optimizer", "langevin", "--optimizer.steps", "50", "--optimizer.num-samples", "64"
+    )
     assert cfg.optimizer == LangevinConfig(num_samples=64, chain=LangevinChainConfig(steps=50))
-    assert parse("--optimizer", "dfo", "--optimizer.iterations", "5").optimizer == DFOConfig(iterations=5)
-    for old in (["--samples", "64"], ["--iterations", "2"]):  # the optimizer's settings live under --optimizer.*
+    assert parse("--optimizer", "dfo", "--optimizer.iterations", "5").optimizer == DFOConfig(
+        iterations=5
+    )
+    for old in (
+        ["--samples", "64"],
+        ["--iterations", "2"],
+    ):  # the optimizer's settings live under --optimizer.*
         with pytest.raises(SystemExit):
             parse(*old)
 
@@ -263,7 +309,9 @@ def test_coord_model_cache_is_reused_only_for_the_same_model(tmp_path: Path) -> 
     assert train_here(cfg, "explicit", 32).run_dir == first.run_dir
     assert ckpt_path.stat().st_mtime_ns == stamp  # reused, not retrained
     payload = torch.load(ckpt_path, weights_only=False)
-    payload["config"]["model"]["backbone"]["cnn"]["coord_conv"] = True  # as if trained with other settings
+    payload["config"]["model"]["backbone"]["cnn"]["coord_conv"] = (
+        True  # as if trained with other settings
+    )
     torch.save(payload, ckpt_path)
     again = train_here(cfg, "explicit", 32)
     assert not again.policy.config.model.backbone.cnn.coord_conv  # retrained with today's settings

@@ -34,8 +34,13 @@ def _train(root: Path, env: str, policy: str) -> Path:
     data = root / f"{env.split('/')[-1]}.h5"
     if not data.exists():
         collect(CollectConfig(env=env, episodes=3, image_size=SIZE, out=data, progress=False))
-    cfg = TrainJobConfig(data=data, policy=policy, out=root / f"{env.split('/')[-1]}-{policy}",  # type: ignore[arg-type]
-                         policies=tiny_policies(), train=TrainConfig(steps=3, batch_size=TINY_BATCH_SIZE, progress=False))
+    cfg = TrainJobConfig(
+        data=data,
+        policy=policy,
+        out=root / f"{env.split('/')[-1]}-{policy}",  # type: ignore[arg-type]
+        policies=tiny_policies(),
+        train=TrainConfig(steps=3, batch_size=TINY_BATCH_SIZE, progress=False),
+    )
     return run_train(cfg)
 
 
@@ -62,10 +67,16 @@ def shown(ckpts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> t
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(demos.viz.base, "save_figure", keep)
-        path = run_trajectories(TrajectoriesConfig(
-            ckpt=(ckpts["implicit"], ckpts["explicit"]), episodes=EPISODES, num_envs=NUM_ENVS,
-            render_size=48, out=out, dpi=40,
-        ))
+        path = run_trajectories(
+            TrajectoriesConfig(
+                ckpt=(ckpts["implicit"], ckpts["explicit"]),
+                episodes=EPISODES,
+                num_envs=NUM_ENVS,
+                render_size=48,
+                out=out,
+                dpi=40,
+            )
+        )
     return figures[0], path
 
 
@@ -92,7 +103,9 @@ def _line(ax: Any, gid: str) -> Any:
     return line
 
 
-def test_panels_show_each_rollout_over_its_scene(shown: tuple[Figure, Path], ckpts: dict[str, Path]) -> None:
+def test_panels_show_each_rollout_over_its_scene(
+    shown: tuple[Figure, Path], ckpts: dict[str, Path]
+) -> None:
     fig, path = shown
     assert path.is_file() and path.name == "trajectories.png"
     blocks = fig.subfigs
@@ -153,11 +166,27 @@ def test_cli_takes_repeated_or_listed_checkpoints(
     add_dataclass_arguments(p, TrajectoriesConfig)
     a, b = str(ckpts["implicit"]), str(ckpts["explicit"])
     listed = dataclass_from_namespace(TrajectoriesConfig, p.parse_args(["--ckpt", a, b]))
-    repeated = dataclass_from_namespace(TrajectoriesConfig, p.parse_args(["--ckpt", a, "--ckpt", b]))
+    repeated = dataclass_from_namespace(
+        TrajectoriesConfig, p.parse_args(["--ckpt", a, "--ckpt", b])
+    )
     assert listed.ckpt == repeated.ckpt == (Path(a), Path(b))
     monkeypatch.setattr(demos.cli, "COMMAND_MODULES", ("demos.viz",))
-    argv = ["viz", "trajectories", "--ckpt", a, "--ckpt", b, "--episodes", "2", "--out", str(tmp_path),
-            "--dpi", "30", "--render-size", "32"]
+    argv = [
+        "viz",
+        "trajectories",
+        "--ckpt",
+        a,
+        "--ckpt",
+        b,
+        "--episodes",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--dpi",
+        "30",
+        "--render-size",
+        "32",
+    ]
     assert demos.cli.main(argv) == 0
     assert (tmp_path / "trajectories.png").is_file()
 
@@ -166,17 +195,35 @@ def test_cli_takes_repeated_or_listed_checkpoints(
     ("which", "options", "error", "message"),
     [
         (("implicit", "missing"), {}, FileNotFoundError, r"missing\.pt: no such checkpoint file"),
-        (("implicit", "other_env"), {}, ValueError,
-         r"checkpoints of different envs: .* is from ibc/ReachAnyTarget-v0, .* from ibc/ReachTarget-v0"),
-        (("other_env",), {"env": ENV}, ValueError, "trained on 'ibc/ReachTarget-v0', not on 'ibc/ReachAnyTarget-v0'"),
-        (("implicit",), {"eval_seed": 1}, ValueError, "evaluation seeds overlap 2 training-demo seeds"),
+        (
+            ("implicit", "other_env"),
+            {},
+            ValueError,
+            r"checkpoints of different envs: .* is from ibc/ReachAnyTarget-v0, .* from ibc/ReachTarget-v0",
+        ),
+        (
+            ("other_env",),
+            {"env": ENV},
+            ValueError,
+            "trained on 'ibc/ReachTarget-v0', not on 'ibc/ReachAnyTarget-v0'",
+        ),
+        (
+            ("implicit",),
+            {"eval_seed": 1},
+            ValueError,
+            "evaluation seeds overlap 2 training-demo seeds",
+        ),
         (("implicit",), {"episodes": 0}, ValueError, "--episodes must be at least 1, got 0"),
         (("implicit",), {"columns": 0}, ValueError, "--columns must be at least 1, got 0"),
     ],
 )
 def test_bad_input_is_one_clear_line(
-    ckpts: dict[str, Path], tmp_path: Path, which: tuple[str, ...], options: dict[str, Any],
-    error: type[Exception], message: str,
+    ckpts: dict[str, Path],
+    tmp_path: Path,
+    which: tuple[str, ...],
+    options: dict[str, Any],
+    error: type[Exception],
+    message: str,
 ) -> None:
     paths = tuple(ckpts.get(w, tmp_path / f"{w}.pt") for w in which)
     cfg = TrajectoriesConfig(ckpt=paths, out=tmp_path / "fig", **options)

@@ -36,7 +36,9 @@ class FigureConfig:
     seed: int = help_field(0, "random seed (data, training and sampling)", min=0)
     dpi: int = help_field(100, "PNG resolution in dots per inch", min=1)
     quick: bool = help_field(False, "tiny settings (seconds; for tests and smoke runs)")
-    threads: int = help_field(1, "torch CPU threads (the small models here train fastest on one)", min=1)
+    threads: int = help_field(
+        1, "torch CPU threads (the small models here train fastest on one)", min=1
+    )
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,14 @@ class ModelFigureConfig(FigureConfig):
     env: str | None = help_field(
         None,
         f"where observations come from: an env id, or '{BLOCKS}' for coordinate-regression marker "
-        f"images (None: the checkpoint's env, else {DEFAULT_ENV})", check=env_or_blocks,
+        f"images (None: the checkpoint's env, else {DEFAULT_ENV})",
+        check=env_or_blocks,
     )
     env_seed: int = help_field(0, "reset seed of the observation shown", min=0)
     train_steps: int | None = help_field(
         None,
-        "training steps of the model trained without --ckpt (None: 900, 300 for blocks, 15 with --quick)", min=1,
+        "training steps of the model trained without --ckpt (None: 900, 300 for blocks, 15 with --quick)",
+        min=1,
     )
     cache: bool = help_field(
         True, "reuse a model trained earlier with the same settings from <out>/models"

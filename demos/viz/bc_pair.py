@@ -71,7 +71,9 @@ def train_pair(
             progress=False,
         )
     )
-    policies = tiny_policies() if recipe.tiny else PolicyConfigs()  # the library's defaults, as `ibc-gym train`
+    policies = (
+        tiny_policies() if recipe.tiny else PolicyConfigs()
+    )  # the library's defaults, as `ibc-gym train`
     train_cfg = TrainConfig(
         steps=recipe.steps,
         batch_size=TINY_BATCH_SIZE if recipe.tiny else TrainConfig().batch_size,
@@ -81,7 +83,11 @@ def train_pair(
         progress=False,
     )
     for policy in POLICIES:
-        run_train(TrainJobConfig(data=data, policy=policy, out=folder / policy, policies=policies, train=train_cfg))  # type: ignore[arg-type]
+        run_train(
+            TrainJobConfig(
+                data=data, policy=policy, out=folder / policy, policies=policies, train=train_cfg
+            )
+        )  # type: ignore[arg-type]
     return ckpts
 
 

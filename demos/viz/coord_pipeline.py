@@ -58,7 +58,9 @@ class CoordRegFigConfig(FigureConfig):
     train_size: int = help_field(30, "training images (quick: 6)", min=1)
     test_size: int = help_field(100, "test images (quick: 12)", min=1)
     steps: int = help_field(300, "training steps of each model trained here (quick: 10)", min=1)
-    resolution: int = help_field(48, "image size of the models trained here, in pixels (quick: 32)", min=16)
+    resolution: int = help_field(
+        48, "image size of the models trained here, in pixels (quick: 32)", min=16
+    )
     test_index: int = help_field(0, "which test image's energy landscape is shown", min=0)
     cache: bool = help_field(
         True, "reuse models trained earlier with the same settings from <out>/models"

@@ -40,12 +40,16 @@ STEP_NAMES = {"dfo": "iteration", "langevin": "step", "autoregressive_dfo": "pas
 
 @dataclass(frozen=True)
 class DfoFigConfig(ModelFigureConfig):
-    optimizer: OptimizerConfig | None = help_field(None, "inference optimizer (default: the checkpoint's)")
+    optimizer: OptimizerConfig | None = help_field(
+        None, "inference optimizer (default: the checkpoint's)"
+    )
     panels: int = help_field(
         6, "populations drawn in the top row at most (a longer history: evenly spaced ones)", min=2
     )
     points: int = help_field(
-        256, "samples drawn per population (a random subset of larger ones; the search uses all)", min=1
+        256,
+        "samples drawn per population (a random subset of larger ones; the search uses all)",
+        min=1,
     )
 
 
@@ -56,7 +60,10 @@ def search_history(
     the optimizer's config)``, actions in original units."""
     config = optimizer if optimizer is not None else src.policy.config.optimizer
     out = src.policy.select_action(
-        obs.image[None], generator=torch.Generator().manual_seed(seed), optimizer=config, return_history=True
+        obs.image[None],
+        generator=torch.Generator().manual_seed(seed),
+        optimizer=config,
+        return_history=True,
     )
     assert isinstance(out, tuple)
     best, hist = out
@@ -105,7 +112,11 @@ def population_label(config: Any, i: int, last: int, halfwidth: np.ndarray) -> s
         return f"{head}\ngradient + noise, step size {sizes[min(i, len(sizes)) - 1]:.2g}"
     if isinstance(config, (DFOConfig, AutoregressiveDFOConfig)):
         sig = config.noise_scale * config.noise_shrink ** (i - 1) * halfwidth
-        how = "resampled + noise std" if isinstance(config, DFOConfig) else "per dimension: resampled + noise std"
+        how = (
+            "resampled + noise std"
+            if isinstance(config, DFOConfig)
+            else "per dimension: resampled + noise std"
+        )
         return f"{head}\n{how} ({sig[0]:.2f}, {sig[1]:.2f})"
     return head
 
@@ -123,7 +134,9 @@ def build_dfo(cfg: DfoFigConfig) -> Figure:
     shown = shown_indices(len(pops), cfg.panels)
     k = len(shown)
     m = len(pops[0])
-    drawn = np.sort(np.random.default_rng(cfg.seed).choice(m, size=min(cfg.points, m), replace=False))
+    drawn = np.sort(
+        np.random.default_rng(cfg.seed).choice(m, size=min(cfg.points, m), replace=False)
+    )
     colors = colormaps[ITER_CMAP](np.linspace(0.0, 0.85, k))
     halfwidth = (box[1] - box[0]) / 2
     step = STEP_NAMES.get(opt.kind, "step")
@@ -136,7 +149,15 @@ def build_dfo(cfg: DfoFigConfig) -> Figure:
         ax.contourf(xs, ys, e, levels=14, cmap="Greys", alpha=0.55)
         ax.contour(xs, ys, e, levels=14, colors="0.4", linewidths=0.3)
         p = pops[i][drawn]
-        ax.scatter(p[:, 0], p[:, 1], s=7, color=colors[col], alpha=0.75, edgecolors="none", gid=f"population-{i}")
+        ax.scatter(
+            p[:, 0],
+            p[:, 1],
+            s=7,
+            color=colors[col],
+            alpha=0.75,
+            edgecolors="none",
+            gid=f"population-{i}",
+        )
         mark(ax, obs.goals, "target")
         ax.set_title(population_label(opt, i, last, halfwidth), fontsize=9)
         obs.frame.apply(ax, box=box, labels=False)
@@ -153,7 +174,12 @@ def build_dfo(cfg: DfoFigConfig) -> Figure:
     for col, i in enumerate(shown):
         p = pops[i][drawn]
         ax_all.scatter(
-            p[:, 0], p[:, 1], s=8, color=colors[col], alpha=0.5, edgecolors="none",
+            p[:, 0],
+            p[:, 1],
+            s=8,
+            color=colors[col],
+            alpha=0.5,
+            edgecolors="none",
             label="start" if i == 0 else after(i, step),
         )
     bests = np.stack([pops[i][int(energies[i].argmin())] for i in shown])
@@ -165,15 +191,24 @@ def build_dfo(cfg: DfoFigConfig) -> Figure:
             arrowprops={"arrowstyle": "-|>", "color": "k", "lw": 1.5, "shrinkA": 2, "shrinkB": 2},
         )
     ax_all.scatter(
-        bests[:, 0], bests[:, 1], s=40, c=colors, edgecolors="k", zorder=5,
+        bests[:, 0],
+        bests[:, 1],
+        s=40,
+        c=colors,
+        edgecolors="k",
+        zorder=5,
         label="lowest energy of each population",
     )
     draw_box(ax_all, *box)
     mark(ax_all, obs.goals, "target", "target(s)")
     mark(ax_all, best, "dfo", f"{name} result")
     obs.frame.apply(ax_all, box=box)
-    ax_all.set_title("populations above; arrows: lowest-energy sample of one to the next", fontsize=9)
-    fig.legend(*ax_all.get_legend_handles_labels(), loc="outside lower center", ncols=k + 3, fontsize=8)
+    ax_all.set_title(
+        "populations above; arrows: lowest-energy sample of one to the next", fontsize=9
+    )
+    fig.legend(
+        *ax_all.get_legend_handles_labels(), loc="outside lower center", ncols=k + 3, fontsize=8
+    )
 
     ax_s = fig.add_subplot(grid[1, -1])
     it = np.arange(len(pops))

@@ -33,7 +33,8 @@ from demos.viz.toy1d import (
 class Ebm1DTrainConfig(FigureConfig):
     epochs: tuple[int, ...] = help_field(
         (0, 1, 3, 10, 30),
-        "epochs at which the landscape is drawn (the last one ends training; quick: 0 1 2)", min=0,
+        "epochs at which the landscape is drawn (the last one ends training; quick: 0 1 2)",
+        min=0,
     )
     n_train: int = help_field(1024, "training examples", min=1)
 

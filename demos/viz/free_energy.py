@@ -27,7 +27,9 @@ class FreeEnergyConfig(FigureConfig):
     samples: int = help_field(24, "number of training samples y drawn from the ellipse", min=1)
     w1: float = help_field(2.0, "decoder weight w1 (horizontal semi-axis)", above=0)
     w2: float = help_field(1.5, "decoder weight w2 (vertical semi-axis)", above=0)
-    highlight: int = help_field(23, "1-based index of the sample whose energy curve is highlighted", min=1)
+    highlight: int = help_field(
+        23, "1-based index of the sample whose energy curve is highlighted", min=1
+    )
 
 
 def ellipse_samples(n: int, rng: np.random.Generator, a: float = 2.0, b: float = 1.5) -> np.ndarray:

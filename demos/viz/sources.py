@@ -170,7 +170,8 @@ def quick_policy_config() -> ImplicitPolicyConfig:
     constant lr of 3e-3."""
     return ImplicitPolicyConfig(
         model=EBMConfig(
-            backbone=BackboneConfig(cnn=CNNConfig(channels=(8, 16, 16), strides=(2, 1, 1))), hidden_dims=(256,)
+            backbone=BackboneConfig(cnn=CNNConfig(channels=(8, 16, 16), strides=(2, 1, 1))),
+            hidden_dims=(256,),
         ),
         loss=InfoNCEConfig(num_counter_examples=64),
         optimizer=DFOConfig(num_samples=1024, iterations=3),
@@ -184,7 +185,9 @@ def small_coord_implicit() -> ImplicitPolicyConfig:
     from demos.coord_regression import COORD_REGRESSION_IMPLICIT as base
 
     return replace(
-        base, loss=replace(base.loss, num_counter_examples=64), optimizer=replace(base.optimizer, num_samples=1024)
+        base,
+        loss=replace(base.loss, num_counter_examples=64),
+        optimizer=replace(base.optimizer, num_samples=1024),
     )
 
 

@@ -65,10 +65,16 @@ class TrajectoriesConfig(FigureConfig):
         check=registered_env,
     )
     num_envs: int = help_field(4, "sub-envs run together per checkpoint", min=1)
-    render_size: int = help_field(128, "pixels of each panel's rendered scene", min=SIZE_RANGE[0], max=SIZE_RANGE[1])
-    columns: int | None = help_field(None, "panels per row in each block (None: about square)", min=1)
+    render_size: int = help_field(
+        128, "pixels of each panel's rendered scene", min=SIZE_RANGE[0], max=SIZE_RANGE[1]
+    )
+    columns: int | None = help_field(
+        None, "panels per row in each block (None: about square)", min=1
+    )
     train_steps: int | None = help_field(
-        None, "training steps of each policy trained without --ckpt (None: 300, 3 with --quick)", min=1
+        None,
+        "training steps of each policy trained without --ckpt (None: 300, 3 with --quick)",
+        min=1,
     )
     cache: bool = help_field(True, "reuse the pair trained earlier with the same settings")
 

@@ -36,7 +36,9 @@ class AutoregressiveDFOConfig:
     noise_scale: float = param(0.33, "initial noise std, relative to the bounds' half-width", min=0)
     noise_shrink: float = param(0.5, "noise std factor per pass", above=0, max=1)
     resampling: Resampling = param(
-        "stratified", "how indices are drawn from softmax(-E_j)", check=one_of("stratified", "multinomial")
+        "stratified",
+        "how indices are drawn from softmax(-E_j)",
+        check=one_of("stratified", "multinomial"),
     )
 
     def __post_init__(self) -> None:

@@ -40,7 +40,9 @@ class DFOConfig:
     noise_scale: float = param(0.33, "initial noise std, relative to the bounds' half-width", min=0)
     noise_shrink: float = param(0.5, "noise std factor per iteration", above=0, max=1)
     resampling: Resampling = param(
-        "stratified", "how indices are drawn from softmax(-E)", check=one_of("stratified", "multinomial")
+        "stratified",
+        "how indices are drawn from softmax(-E)",
+        check=one_of("stratified", "multinomial"),
     )
 
     def __post_init__(self) -> None:
@@ -71,7 +73,9 @@ def resample_indices(
     total = cdf[:, -1:]
     u = torch.rand((b, m), generator=generator, device=energies.device, dtype=torch.float64)
     u = (u + torch.arange(m, device=energies.device, dtype=torch.float64)) * (total / m)
-    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # strictly below the total
+    u = torch.minimum(
+        u, torch.nextafter(total, torch.zeros_like(total))
+    )  # strictly below the total
     # right=True: the first i with cdf[i] > u, so zero-weight samples are never drawn.
     return torch.searchsorted(cdf, u, right=True)
 
@@ -112,7 +116,9 @@ class DerivativeFreeOptimizer:
                 hist.record(samples, energies)
             idx = resample_indices(energies, cfg.resampling, generator)  # (B, M)
             samples = samples[rows, idx]
-            noise = torch.randn(samples.shape, generator=generator, device=low.device, dtype=low.dtype)
+            noise = torch.randn(
+                samples.shape, generator=generator, device=low.device, dtype=low.dtype
+            )
             samples = torch.clamp(samples + noise * sigma, low, high)
             sigma = sigma * cfg.noise_shrink
         energies = energy(samples)

@@ -34,7 +34,9 @@ class LangevinChainConfig:
     step_size_final: float = param(1e-5, "step size of the last step", above=0)
     step_size_power: float = param(2.0, "power of the polynomial step-size decay", above=0)
     noise_scale: float = param(1.0, "std of the noise added to half the gradient", min=0)
-    delta_clip: float = param(0.1, "largest move per step and dimension, relative to the half-range", above=0)
+    delta_clip: float = param(
+        0.1, "largest move per step and dimension, relative to the half-range", above=0
+    )
     second_pass_steps: int = param(0, "steps of an optional second pass (0: none)", min=0)
     second_pass_step_size: float = param(1e-3, "initial step size of the second pass", above=0)
 
@@ -52,7 +54,8 @@ class LangevinChainConfig:
         if steps == 1:
             return [init]
         return [
-            (init - final) * (1 - i / (steps - 1)) ** self.step_size_power + final for i in range(steps)
+            (init - final) * (1 - i / (steps - 1)) ** self.step_size_power + final
+            for i in range(steps)
         ]
 
 
@@ -62,8 +65,12 @@ class LangevinConfig:
 
     kind: ClassVar[str] = "langevin"
 
-    num_samples: int = param(512, "chains per problem (the reference's pixel configs use 2,048)", min=1)
-    chain: LangevinChainConfig = param(factory=LangevinChainConfig, flatten=True, help="the chain's dynamics")
+    num_samples: int = param(
+        512, "chains per problem (the reference's pixel configs use 2,048)", min=1
+    )
+    chain: LangevinChainConfig = param(
+        factory=LangevinChainConfig, flatten=True, help="the chain's dynamics"
+    )
 
     def __post_init__(self) -> None:
         check_params(self)
@@ -89,7 +96,9 @@ def run_chain(
         check_energies(energies, "Langevin")
         if history is not None:
             history.record(samples, energies)
-        noise = torch.randn(samples.shape, generator=generator, device=samples.device, dtype=samples.dtype)
+        noise = torch.randn(
+            samples.shape, generator=generator, device=samples.device, dtype=samples.dtype
+        )
         delta = step_size * (0.5 * grad + cfg.noise_scale * noise)
         delta = torch.maximum(torch.minimum(delta, clip), -clip)
         samples = torch.clamp(samples - delta, low, high)
@@ -115,7 +124,9 @@ class LangevinOptimizer:
         return_history: bool = False,
     ) -> Tensor | tuple[Tensor, SearchHistory]:
         """``-> best (B, A)``: the lowest-energy final sample of ``num_samples`` chains."""
-        start = sample_uniform((energy.batch_size, self.cfg.num_samples, low.shape[-1]), low, high, generator)
+        start = sample_uniform(
+            (energy.batch_size, self.cfg.num_samples, low.shape[-1]), low, high, generator
+        )
         hist = SearchHistory([], []) if return_history else None
         samples = run_chain(energy, start, low, high, self.cfg.chain, generator, hist)
         energies = energy(samples)
