@@ -68,9 +68,13 @@ from ebm_policy.optimizers import (
     optimizer_config,
 )
 from ebm_policy.policies import POLICY_CLASSES, ExplicitPolicy, ImplicitPolicy, Policy
+from ebm_policy.runtime import retain_freed_memory
 from ebm_policy.trainer import TrainConfig, Trainer, train
+from ebm_policy.workspace import Workspace
 
 __all__ = [
+    "Workspace",
+    "retain_freed_memory",
     "CNN",
     "OPTIMIZERS",
     "POLICY_CLASSES",

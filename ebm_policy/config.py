@@ -245,7 +245,13 @@ class ImplicitPolicyConfig:
     bounds_padding: float = param(0.05, "fraction of the action range added on each side", min=0)
     max_chunk_elements: int | None = param(
         None,
-        "hidden activations scored at once at inference (None: 2^20 on a CPU, 2^26 on a GPU)",
+        "hidden activations scored at once at inference (None: 2^18 on a CPU, 2^26 on a GPU)",
+        min=1,
+    )
+    encode_group: int | None = param(
+        None,
+        "images encoded at once at inference (None: 1 on a CPU, where a batch's activation maps "
+        "fall out of cache; all on a GPU)",
         min=1,
     )
 
@@ -260,10 +266,16 @@ class ImplicitPolicyConfig:
 
     def chunk_elements(self, device_type: str) -> int:
         """``max_chunk_elements``, or its default for a device type (``"cpu"``, ``"cuda"``, ...):
-        4 MB of activations (near cache-sized) on a CPU, 256 MB on a GPU."""
+        1 MB of activations (cache-sized) on a CPU, 256 MB on a GPU."""
         if self.max_chunk_elements is not None:
             return self.max_chunk_elements
-        return 1 << 20 if device_type == "cpu" else 1 << 26
+        return 1 << 18 if device_type == "cpu" else 1 << 26
+
+    def encode_group_size(self, device_type: str) -> int | None:
+        """``encode_group``, or its default for a device type: 1 on a CPU, all (None) else."""
+        if self.encode_group is not None:
+            return self.encode_group
+        return 1 if device_type == "cpu" else None
 
     @classmethod
     def for_method(

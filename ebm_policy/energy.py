@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ebm_policy.models import EBMConvMLP
+from ebm_policy.workspace import Workspace
 
 
 def _chunks(b: int, m: int, max_rows: int) -> Iterator[tuple[slice, slice]]:
@@ -34,25 +35,46 @@ class ModelEnergy:
     move the actions.
     """
 
-    def __init__(self, model: EBMConvMLP, features: Tensor, max_rows: int) -> None:
+    def __init__(
+        self,
+        model: EBMConvMLP,
+        features: Tensor,
+        max_rows: int,
+        workspace: Workspace | None = None,
+    ) -> None:
         self.model = model
         self.features = features.detach()
         self.max_rows = max(1, int(max_rows))
+        self.workspace = workspace if workspace is not None else Workspace()
         self.batch_size = int(features.shape[0])
         self.action_dim = model.cfg.action_dim
         self.has_prefix_energies = model.prefix_energies
 
     @classmethod
-    def of_images(cls, model: EBMConvMLP, images: Tensor, max_elements: int) -> ModelEnergy:
-        """Encode ``images (B, C, H, W)`` once; ``max_elements`` hidden activations per chunk."""
+    def of_images(
+        cls,
+        model: EBMConvMLP,
+        images: Tensor,
+        max_elements: int,
+        workspace: Workspace | None = None,
+        encode_group: int | None = None,
+    ) -> ModelEnergy:
+        """Encode ``images (B, C, H, W)`` once, ``encode_group`` images at a time (all at once
+        when None); score ``max_elements`` hidden activations per chunk in ``workspace``."""
         with torch.no_grad():
-            features = model.encode(images)
-        return cls(model, features, max_elements // model.hidden_width)
+            group = images.shape[0] if encode_group is None else max(1, encode_group)
+            if images.shape[0] <= group:
+                features = model.encode(images)
+            else:
+                features = torch.cat(
+                    [model.encode(images[i : i + group]) for i in range(0, len(images), group)]
+                )
+        return cls(model, features, max_elements // model.hidden_width, workspace)
 
     def __call__(self, actions: Tensor) -> Tensor:
         """``(B, M, A) -> (B, M)`` without autograd."""
         with torch.no_grad():
-            return self.model.energy_chunked(self.features, actions, self.max_rows)
+            return self.model.energy_chunked(self.features, actions, self.max_rows, self.workspace)
 
     def prefix(self, actions: Tensor) -> Tensor:
         """``(B, M, j) -> E_j (B, M)``; ``ValueError`` unless the model has prefix energies."""

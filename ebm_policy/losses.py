@@ -13,11 +13,20 @@ from torch import Tensor
 
 
 def sample_uniform(
-    shape: tuple[int, ...], low: Tensor, high: Tensor, generator: torch.Generator | None = None
+    shape: tuple[int, ...],
+    low: Tensor,
+    high: Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    out: Tensor | None = None,
 ) -> Tensor:
-    """Uniform samples within ``[low, high]`` (both ``(A,)``): ``shape = (..., A) -> (..., A)``."""
-    u = torch.rand(shape, generator=generator, device=low.device, dtype=low.dtype)
-    return low + (high - low) * u
+    """Uniform samples within ``[low, high]`` (both ``(A,)``): ``shape = (..., A) -> (..., A)``,
+    written into ``out`` when given (the same values either way)."""
+    if out is None:
+        u = torch.rand(shape, generator=generator, device=low.device, dtype=low.dtype)
+        return low + (high - low) * u
+    torch.rand(shape, generator=generator, device=low.device, dtype=low.dtype, out=out)
+    return out.mul_(high - low).add_(low)
 
 
 def make_candidates(

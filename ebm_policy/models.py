@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ebm_policy.config import EBMConfig, ExplicitConfig
 from ebm_policy.modules import CNN, MLP, SpatialSoftArgmax
+from ebm_policy.workspace import Workspace
 
 
 class EnergyHead(nn.Module):
@@ -42,39 +43,62 @@ class EnergyHead(nn.Module):
         return self.rest(torch.relu_(hidden)).squeeze(-1)
 
     @torch.no_grad()
-    def forward_chunked(self, features: Tensor, actions: Tensor, max_rows: int) -> Tensor:
+    def forward_chunked(
+        self,
+        features: Tensor,
+        actions: Tensor,
+        max_rows: int,
+        workspace: Workspace | None = None,
+    ) -> Tensor:
         """Inference-only ``forward``: ``(B, D), (B, M, A) -> (B, M)`` without autograd, scoring at
         most ``max_rows`` actions at a time so memory stays bounded (and, on a CPU, cache-resident)
         for any ``B * M``.
 
-        When one image's ``M`` actions fit, whole images are scored together (one batched matmul
-        per group, few kernel launches on a GPU); otherwise each image's actions are split into
-        chunks of ``max_rows`` scored in a reused workspace.
+        The first layer is one matmul per chunk with the image's projection folded in as a
+        weight row: ``[a, 1] @ [W_a^T; W_f f + b]``, the same sums as adding the projection, without
+        a pass that broadcasts it over the chunk. When one image's ``M`` actions fit, whole images
+        are scored together (one batched matmul per group, few kernel launches on a GPU);
+        otherwise each image's actions are split into chunks of ``max_rows``. Scratch arrays live
+        in ``workspace``, so a caller that passes the same one every time allocates them once.
         """
-        b, m, _ = actions.shape
+        b, m, a = actions.shape
+        out = actions.new_empty(b, m)
         if b == 0 or m == 0:
-            return actions.new_empty(b, m)
-        if m <= max_rows:  # whole images per group: plain ``forward`` on slices of the batch
-            per = max(1, max_rows // m)
-            return torch.cat(
-                [self(features[i : i + per], actions[i : i + per]) for i in range(0, b, per)]
-            )
+            return out
+        ws = workspace if workspace is not None else Workspace()
+        dev, dtype = actions.device, actions.dtype
         d = self.feature_dim
-        w_a_t = self.first.weight[:, d:].t()  # (A, H)
         proj = torch.addmm(self.first.bias, features, self.first.weight[:, :d].t())  # (B, H)
-        workspace = proj.new_empty(max_rows, proj.shape[1])
-        out = proj.new_empty(b, m)
+        h = proj.shape[1]
+        weights = ws.get("head.weights", (b, a + 1, h), dtype, dev)  # [W_a^T; proj_i] per image
+        weights[:, :a] = self.first.weight[:, d:].t()
+        weights[:, a] = proj
+        inputs = ws.get("head.inputs", (b, m, a + 1), dtype, dev)  # [a, 1]
+        inputs[..., :a] = actions
+        inputs[..., a] = 1.0
         last = self.rest[-1]
         linear_out = len(self.rest) == 1 and isinstance(last, nn.Linear)
-        for i in range(b):
-            for j in range(0, m, max_rows):
-                chunk = actions[i, j : j + max_rows]
-                hidden = workspace[: chunk.shape[0]]
-                torch.addmm(proj[i], chunk, w_a_t, out=hidden).relu_()
+        if m <= max_rows:  # whole images per group
+            per = max(1, max_rows // m)
+            for i in range(0, b, per):
+                g = min(per, b - i)
+                hidden = ws.get("head.hidden", (g, m, h), dtype, dev)
+                torch.bmm(inputs[i : i + g], weights[i : i + g], out=hidden).relu_()
                 if linear_out:
-                    torch.mv(hidden, last.weight[0], out=out[i, j : j + max_rows])
+                    torch.matmul(hidden, last.weight[0], out=out[i : i + g])
                 else:
-                    out[i, j : j + max_rows] = self.rest(hidden).squeeze(-1)
+                    out[i : i + g] = self.rest(hidden).squeeze(-1)
+        else:
+            rows = ws.get("head.hidden", (max_rows, h), dtype, dev)
+            for i in range(b):
+                for j in range(0, m, max_rows):
+                    chunk = inputs[i, j : j + max_rows]
+                    hidden = rows[: chunk.shape[0]]
+                    torch.mm(chunk, weights[i], out=hidden).relu_()
+                    if linear_out:
+                        torch.mv(hidden, last.weight[0], out=out[i, j : j + max_rows])
+                    else:
+                        out[i, j : j + max_rows] = self.rest(hidden).squeeze(-1)
         return out.add_(last.bias) if linear_out else out
 
     @torch.no_grad()
@@ -164,9 +188,12 @@ class EBMConvMLP(nn.Module):
         """``features (B, D), actions (B, N, j) -> energies (B, N)`` (``j < A``: prefixes)."""
         return self.head(features, self.head_input(actions))
 
-    def energy_chunked(self, features: Tensor, actions: Tensor, max_rows: int) -> Tensor:
-        """Inference-only ``energy`` in bounded memory: ``(B, D), (B, M, j) -> (B, M)``."""
-        return self.head.forward_chunked(features, self.head_input(actions), max_rows)
+    def energy_chunked(
+        self, features: Tensor, actions: Tensor, max_rows: int, workspace: Workspace | None = None
+    ) -> Tensor:
+        """Inference-only ``energy`` in bounded memory: ``(B, D), (B, M, j) -> (B, M)``; the
+        hidden activations live in ``workspace`` (see ``EnergyHead.forward_chunked``)."""
+        return self.head.forward_chunked(features, self.head_input(actions), max_rows, workspace)
 
     def energy_and_grad(self, features: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         """``features (B, D), actions (B, N, j) -> energies (B, N), dE/da (B, N, j)``, no

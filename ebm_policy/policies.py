@@ -34,6 +34,8 @@ from ebm_policy.optimizers import (
     SearchHistory,
     build_optimizer,
 )
+from ebm_policy.runtime import retain_freed_memory_by_default
+from ebm_policy.workspace import Workspace
 
 Batch = Mapping[str, Any]
 
@@ -137,6 +139,8 @@ class ImplicitPolicy(_Policy):
         with seeded(seed):
             self.model = EBMConvMLP(config.model, prefix_energies=config.prefix_energies)
         self.optimizer = build_optimizer(config.optimizer)
+        self._optimizers: dict[OptimizerConfig, InferenceOptimizer] = {}  # built per call config
+        self.workspace = Workspace()  # the energy head's scratch activations, reused
 
     def _loss_terms(
         self, batch: Batch, generator: torch.Generator | None
@@ -187,14 +191,23 @@ class ImplicitPolicy(_Policy):
         """The energy over normalized actions of ``images (B, H, W, C)``, encoded once, as
         inference optimizers see it (``optimizers.ActionEnergy``)."""
         x = self._images(images)
-        return ModelEnergy.of_images(self.model, x, self.config.chunk_elements(x.device.type))
+        return ModelEnergy.of_images(
+            self.model,
+            x,
+            self.config.chunk_elements(x.device.type),
+            self.workspace,
+            self.config.encode_group_size(x.device.type),
+        )
 
     def resolve_optimizer(self, optimizer: OptimizerConfig | None = None) -> InferenceOptimizer:
         """The policy's optimizer, or the one ``optimizer`` describes if this model can use it."""
         if optimizer is None:
             return self.optimizer
-        check_optimizer_fits(optimizer, self.config.loss)
-        return build_optimizer(optimizer)
+        built = self._optimizers.get(optimizer)
+        if built is None:
+            check_optimizer_fits(optimizer, self.config.loss)
+            built = self._optimizers[optimizer] = build_optimizer(optimizer)
+        return built
 
     @torch.no_grad()
     def select_action(
@@ -211,6 +224,8 @@ class ImplicitPolicy(_Policy):
         ``return_history`` also returns the searched populations (samples in original units).
         """
         low, high = self._unit_box()
+        if low.device.type == "cpu":
+            retain_freed_memory_by_default()  # steady latency: see ``ebm_policy.runtime``
         out = self.resolve_optimizer(optimizer).infer(
             self.action_energy(images),
             low,

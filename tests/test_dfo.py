@@ -256,7 +256,7 @@ def test_chunking_does_not_change_the_answer(
 
 
 def test_default_chunk_size_depends_on_the_device() -> None:
-    assert ImplicitPolicyConfig().chunk_elements("cpu") == 1 << 20  # cache-sized
+    assert ImplicitPolicyConfig().chunk_elements("cpu") == 1 << 18  # cache-sized
     assert ImplicitPolicyConfig().chunk_elements("cuda") == 1 << 26  # few large kernels
     assert ImplicitPolicyConfig(max_chunk_elements=500).chunk_elements("cuda") == 500
 

@@ -19,6 +19,7 @@ from torch import Tensor
 from ebm_policy.losses import sample_uniform
 from ebm_policy.optimizers.base import ActionEnergy, SearchHistory, check_energies, lowest
 from ebm_policy.params import check_params, one_of, param
+from ebm_policy.workspace import Workspace
 
 Resampling = Literal["stratified", "multinomial"]
 
@@ -50,7 +51,10 @@ class DFOConfig:
 
 
 def resample_indices(
-    energies: Tensor, scheme: str = "stratified", generator: torch.Generator | None = None
+    energies: Tensor,
+    scheme: str = "stratified",
+    generator: torch.Generator | None = None,
+    workspace: Workspace | None = None,
 ) -> Tensor:
     """``energies (B, M) -> indices (B, M)`` drawn with probabilities ``softmax(-E)`` per row.
 
@@ -59,25 +63,29 @@ def resample_indices(
     each sample is drawn ``M * p_i`` times in expectation, with less spread than multinomial.
     The cumulative sum is taken in float64: in float32, ``i + u_i`` rounds up near ``i = M`` for
     M in the thousands, which would draw zero-weight samples. ``energies`` must pass
-    ``check_energies``.
+    ``check_energies``. With a ``workspace`` the scratch arrays and the returned indices are its
+    buffers (valid until the next call with it).
     """
     if scheme == "multinomial":
         probs = torch.softmax(-energies, dim=-1)
         return torch.multinomial(probs, energies.shape[-1], replacement=True, generator=generator)
     if scheme != "stratified":
         raise ValueError(f"unknown resampling scheme {scheme!r}; choose stratified or multinomial")
+    ws = workspace if workspace is not None else Workspace()
     b, m = energies.shape
-    e = energies.double()
-    weights = torch.exp(e.amin(dim=-1, keepdim=True) - e)  # (B, M), max 1; +inf -> 0
-    cdf = torch.cumsum(weights, dim=-1)
+    dev, f64 = energies.device, torch.float64
+    weights = ws.get("resample.weights", (b, m), f64, dev)
+    weights.copy_(energies)
+    torch.sub(weights.amin(dim=-1, keepdim=True), weights, out=weights).exp_()  # max 1; +inf -> 0
+    cdf = torch.cumsum(weights, dim=-1, out=ws.get("resample.cdf", (b, m), f64, dev))
     total = cdf[:, -1:]
-    u = torch.rand((b, m), generator=generator, device=energies.device, dtype=torch.float64)
-    u = (u + torch.arange(m, device=energies.device, dtype=torch.float64)) * (total / m)
-    u = torch.minimum(
-        u, torch.nextafter(total, torch.zeros_like(total))
-    )  # strictly below the total
+    u = torch.rand((b, m), generator=generator, device=dev, dtype=f64, out=weights)
+    u.add_(torch.arange(m, device=dev, dtype=f64, out=ws.get("resample.arange", (m,), f64, dev)))
+    u.mul_(total / m)
+    torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)), out=u)  # below the total
     # right=True: the first i with cdf[i] > u, so zero-weight samples are never drawn.
-    return torch.searchsorted(cdf, u, right=True)
+    idx = ws.get("resample.indices", (b, m), torch.int64, dev)
+    return torch.searchsorted(cdf, u, right=True, out=idx)
 
 
 class DerivativeFreeOptimizer:
@@ -88,6 +96,7 @@ class DerivativeFreeOptimizer:
 
     def __init__(self, cfg: DFOConfig | None = None) -> None:
         self.cfg = cfg or DFOConfig()
+        self.workspace = Workspace()  # scratch populations, reused from call to call
 
     def infer(
         self,
@@ -104,27 +113,34 @@ class DerivativeFreeOptimizer:
         returns every evaluated population.
         """
         cfg = self.cfg
-        b, m = energy.batch_size, cfg.num_samples
-        samples = sample_uniform((b, m, low.shape[-1]), low, high, generator)
+        ws = self.workspace
+        b, m, a = energy.batch_size, cfg.num_samples, low.shape[-1]
+        dev, dtype = low.device, low.dtype
+        # Scratch populations live in the workspace: no large allocation after the first call.
+        samples = sample_uniform(
+            (b, m, a), low, high, generator, out=ws.get("dfo.samples", (b, m, a), dtype, dev)
+        )
+        picked = ws.get("dfo.picked", (b * m, a), dtype, dev)
+        noise = ws.get("dfo.noise", (b, m, a), dtype, dev)
+        row_offsets = torch.arange(b, device=dev).unsqueeze(1) * m  # (B, 1)
         sigma = cfg.noise_scale * (high - low) / 2
         hist = SearchHistory([], [])
-        rows = torch.arange(b, device=low.device).unsqueeze(1)
         for _ in range(cfg.iterations):
             energies = energy(samples)
             check_energies(energies, "DFO")
             if return_history:
-                hist.record(samples, energies)
-            idx = resample_indices(energies, cfg.resampling, generator)  # (B, M)
-            samples = samples[rows, idx]
-            noise = torch.randn(
-                samples.shape, generator=generator, device=low.device, dtype=low.dtype
-            )
-            samples = torch.clamp(samples + noise * sigma, low, high)
+                hist.record(samples.clone(), energies)
+            idx = resample_indices(energies, cfg.resampling, generator, ws)  # (B, M)
+            flat = idx.add_(row_offsets)  # indices into the rows of (B * M, A)
+            torch.index_select(samples.view(b * m, a), 0, flat.view(-1), out=picked)
+            torch.randn((b, m, a), generator=generator, device=dev, dtype=dtype, out=noise)
+            noise.mul_(sigma).add_(picked.view(b, m, a))
+            torch.clamp(noise, low, high, out=samples)
             sigma = sigma * cfg.noise_shrink
         energies = energy(samples)
         check_energies(energies, "DFO")
         best = lowest(samples, energies)
         if return_history:
-            hist.record(samples, energies)
+            hist.record(samples.clone(), energies)
             return best, hist
         return best
