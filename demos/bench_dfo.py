@@ -9,6 +9,9 @@ preset's 2,048 x 5), for the fast path (``ModelEnergy.of_images``: image encoded
 first layer, chunked) and the naive path (``NaiveModelEnergy``: re-encodes every iteration,
 concatenated MLP), side by side with the same generator seed, and checks both give the same
 answer.
+
+Latency as a policy acting online feels it (fresh processes, percentiles, page faults, the
+compute floor, every inference optimizer) is ``ibc-gym bench latency`` (``demos.bench_latency``).
 """
 
 from __future__ import annotations
