@@ -265,3 +265,32 @@ def test_train_and_eval_from_a_lerobot_folder(tmp_path: Path) -> None:
         run_train(
             TrainJobConfig(data=folder, out=tmp_path / "h5", resume=True, in_memory=False, **tiny)
         )  # type: ignore[arg-type]
+
+
+FOREIGN = Path(__file__).parent / "data" / "lerobot_v30_by_lerobot"
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_reads_a_folder_lerobot_wrote(in_memory: bool) -> None:
+    """lerobot 0.4.4's own recording (AV1, one ``observation.images.*`` camera, per-episode
+    stats, no ibc-gym metadata); see lerobot_v30_by_lerobot.md."""
+    ds = open_demos(FOREIGN, in_memory=in_memory)
+    assert (
+        ds.camera == "observation.images.top" and ds.env_id is None and len(ds.episode_seeds) == 0
+    )
+    np.testing.assert_array_equal(ds.episode_ends, [8, 17, 27])
+    np.testing.assert_array_equal(
+        ds.actions, np.load(FOREIGN.with_name(FOREIGN.name + "_actions.npy"))
+    )
+    for e, t in ((0, 0), (1, 4), (2, 9)):
+        image = ds.episode(e)["image"][t].astype(int)
+        expected = np.full((32, 32, 3), (20 * t + 40 * e) % 200)
+        expected[:, : 4 + t] = 200
+        assert np.abs(image - expected).mean() < 3  # AV1 at crf 30 is lossy
+
+
+def test_cli_trains_on_a_folder_lerobot_wrote(tmp_path: Path) -> None:
+    tiny = ["--steps", "2", "--batch-size", "4", "--no-progress", "--cnn.channels", "8", "8", "8"]
+    args = ["train", "--data", str(FOREIGN), "--env", ENV_ID, "--out", str(tmp_path / "r"), *tiny]
+    assert main(args) == 0
+    assert load_checkpoint(tmp_path / "r/ckpt_last.pt")["metadata"]["env_id"] == ENV_ID
