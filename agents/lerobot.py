@@ -66,12 +66,6 @@ _EPISODE_COLUMNS = (
 )
 
 
-def is_lerobot_dataset(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a folder that looks like a LeRobot dataset (has ``meta/``)."""
-    path = Path(path)
-    return path.is_dir() and (path / "meta").is_dir()
-
-
 def open_demos(path: str | os.PathLike[str], **kwargs: Any) -> Any:
     """A ``DemoDataset`` for an HDF5 file, a ``LeRobotDemoDataset`` for a folder; ``kwargs``
     (``env_id``, ``in_memory``, ``camera``) go to it (``camera`` only to a LeRobot folder)."""
@@ -154,9 +148,12 @@ class LeRobotDemoDataset:
             raise DatasetError(f"{self.path} was recorded on {self.env_id}, not on {env_id}")
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self.cache_episodes = max(1, cache_episodes)
+        self._containers: dict[Path, Any] = {}
+        self._pid = os.getpid()
         self._images: np.ndarray | None = None
         if in_memory:
-            self._images = np.concatenate([self._decode(e) for e in range(self.num_episodes)])
+            self._images = self._decode_all()
+            self.close()
 
     @property
     def env_id(self) -> str | None:
@@ -201,7 +198,7 @@ class LeRobotDemoDataset:
             image = self._images[i]
         else:
             e, t = self.locate(i)
-            image = self._episode_images(e)[t]
+            image = self._cache[e][t] if e in self._cache else self._decode_frame(e, t)
         item = {"image": image, "action": self.actions[i]}
         if self.states is not None:
             item["state"] = self.states[i]
@@ -222,7 +219,8 @@ class LeRobotDemoDataset:
             yield self.episode(e)
 
     def _episode_images(self, e: int) -> np.ndarray:
-        """Decoded frames of episode ``e`` (cached): ``-> (T, H, W, 3)``."""
+        """Decoded frames of episode ``e`` (the last ``cache_episodes`` are kept):
+        ``-> (T, H, W, 3)``."""
         if e in self._cache:
             self._cache.move_to_end(e)
             return self._cache[e]
@@ -241,47 +239,96 @@ class LeRobotDemoDataset:
             file_index=int(ep["video/file_index"][e]),
         )
 
+    def _first_frame(self, e: int) -> int:
+        """Position in its video file of episode ``e``'s first frame."""
+        return int(round(float(self._episodes["video/from_timestamp"][e]) * self.fps))
+
     def _decode(self, e: int) -> np.ndarray:
         """Decode episode ``e`` from its video: ``-> (T, H, W, 3)`` uint8."""
-        path = self.video_file(e)
         length = int(self._episodes["length"][e])
-        first = int(round(float(self._episodes["video/from_timestamp"][e]) * self.fps))
-        frames: list[np.ndarray] = []
-        try:
-            with av.open(str(path)) as container:
-                stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
-                if first > 0 and stream.time_base is not None:
-                    container.seek(
-                        int((first - 0.5) / self.fps / stream.time_base),
-                        stream=stream,
-                        backward=True,
-                    )
-                for frame in container.decode(stream):
-                    if frame.pts is None or frame.time is None:
-                        continue
-                    index = int(round(frame.time * self.fps))
-                    if index < first:
-                        continue
-                    if index >= first + length:
-                        break
-                    frames.append(frame.to_ndarray(format="rgb24"))
-        except FileNotFoundError:
-            raise DatasetError(f"{path}: the video of episode {e} is missing") from None
-        except (av.error.FFmpegError, OSError) as err:
-            raise DatasetError(f"{path}: cannot decode the video of episode {e}: {err}") from None
-        if len(frames) != length:
+        first = self._first_frame(e)
+        frames = self._read_video(self.video_file(e), first, first + length, e)
+        return self._complete(e, frames, first, length)
+
+    def _decode_frame(self, e: int, t: int) -> np.ndarray:
+        """Decode step ``t`` of episode ``e`` alone (seek to the key frame before it):
+        ``-> (H, W, 3)``."""
+        path = self.video_file(e)
+        position = self._first_frame(e) + t
+        frames = self._read_video(path, position, position + 1, e)
+        if position not in frames:
+            length = int(self._episodes["length"][e])
             raise DatasetError(
-                f"{path}: episode {e} has {len(frames)} video frames from "
+                f"{path}: episode {e} has no video frame for step {t} (at "
+                f"{position / self.fps:g} s), but {length} rows in the Parquet data"
+            )
+        return self._checked_shape(path, frames[position][None])[0]
+
+    def _decode_all(self) -> np.ndarray:
+        """Every episode's frames, each video file decoded once, in order: ``-> (N, H, W, 3)``."""
+        by_file: dict[Path, list[int]] = {}
+        for e in range(self.num_episodes):
+            by_file.setdefault(self.video_file(e), []).append(e)
+        decoded: dict[int, np.ndarray] = {}
+        for path, episodes in by_file.items():
+            lengths = self._episodes["length"]
+            stop = max(self._first_frame(e) + int(lengths[e]) for e in episodes)
+            frames = self._read_video(path, 0, stop, episodes[0])
+            for e in episodes:
+                decoded[e] = self._complete(e, frames, self._first_frame(e), int(lengths[e]))
+        return np.concatenate([decoded[e] for e in range(self.num_episodes)])
+
+    def _complete(
+        self, e: int, frames: dict[int, np.ndarray], first: int, length: int
+    ) -> np.ndarray:
+        """Episode ``e``'s frames ``[first, first + length)`` of ``frames``, all of them."""
+        path = self.video_file(e)
+        have = [frames[p] for p in range(first, first + length) if p in frames]
+        if len(have) != length:
+            raise DatasetError(
+                f"{path}: episode {e} has {len(have)} video frames from "
                 f"{first / self.fps:g} s, but {length} rows in the Parquet data"
             )
-        images = np.stack(frames)
+        return self._checked_shape(path, np.stack(have))
+
+    def _checked_shape(self, path: Path, images: np.ndarray) -> np.ndarray:
         if images.shape[1:] != self.image_shape:
             raise DatasetError(
                 f"{path}: frames of {images.shape[1:]}, but info.json says {self.camera} is "
                 f"{self.image_shape}"
             )
         return images
+
+    def _container(self, path: Path) -> Any:
+        """This process's open reader of ``path`` (opened on first use, per process)."""
+        if self._pid != os.getpid():
+            self._containers, self._pid = {}, os.getpid()
+        if path not in self._containers:
+            self._containers[path] = av.open(str(path))
+        return self._containers[path]
+
+    def _read_video(self, path: Path, start: int, stop: int, e: int) -> dict[int, np.ndarray]:
+        """The frames of ``path`` at positions ``[start, stop)`` that it holds, by position."""
+        frames: dict[int, np.ndarray] = {}
+        try:
+            container = self._container(path)
+            stream = container.streams.video[0]
+            target = max(0.0, (start - 0.5) / self.fps)
+            container.seek(int(target / stream.time_base), stream=stream, backward=True)
+            for frame in container.decode(stream):
+                if frame.time is None:
+                    continue
+                position = int(round(frame.time * self.fps))
+                if position >= stop:
+                    break
+                if position >= start:
+                    frames[position] = frame.to_ndarray(format="rgb24")
+        except FileNotFoundError:
+            raise DatasetError(f"{path}: the video of episode {e} is missing") from None
+        except (av.error.FFmpegError, OSError) as err:
+            self._containers.pop(path, None)
+            raise DatasetError(f"{path}: cannot decode the video of episode {e}: {err}") from None
+        return frames
 
     def _check_video_headers(self) -> None:
         """Each video file exists and (where its header says) holds as many frames as the
@@ -317,9 +364,14 @@ class LeRobotDemoDataset:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_cache"] = OrderedDict()
+        state["_containers"] = {}
         return state
 
     def close(self) -> None:
+        """Close the open video files and drop the decoded episodes."""
+        for container in self._containers.values():
+            container.close()
+        self._containers = {}
         self._cache.clear()
 
 

@@ -110,20 +110,30 @@ def test_metadata_lerobot_reads(exported: tuple[Path, Path, list[Episode]]) -> N
 def test_frames_are_read_lazily_and_cached(
     exported: tuple[Path, Path, list[Episode]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    decoded: list[int] = []
-    original = LeRobotDemoDataset._decode
+    reads: list[tuple[int, int]] = []
+    original = LeRobotDemoDataset._read_video
     monkeypatch.setattr(
-        LeRobotDemoDataset, "_decode", lambda self, e: decoded.append(e) or original(self, e)
+        LeRobotDemoDataset,
+        "_read_video",
+        lambda self, path, start, stop, e: (
+            reads.append((start, stop)) or original(self, path, start, stop, e)
+        ),
     )
     ds = LeRobotDemoDataset(exported[1], cache_episodes=1)
-    assert decoded == []  # nothing decoded at construction
+    assert reads == []  # nothing decoded at construction
+    ds[12]
+    assert reads == [(12, 13)]  # an item alone: one frame (from the key frame before it)
+    ds.episode(0)
+    assert reads[-1] == (0, 10)  # a whole episode, then kept
     for i in (0, 5, 9):
         ds[i]
-    assert decoded == [0]  # one decode per episode while it stays cached
-    ds[12], ds[1]
-    assert decoded == [0, 1, 0]  # a cache of one episode
+    assert len(reads) == 2
+    ds.episode(1)
+    ds[3]
+    assert reads[-1] == (3, 4)  # a cache of one episode
     clone = pickle.loads(pickle.dumps(ds))  # what a DataLoader worker gets: no decoded frames
     assert len(clone._cache) == 0 and clone[3]["image"].shape == (SIZE, SIZE, 3)
+    np.testing.assert_array_equal(clone[17]["image"], ds.episode(1)["image"][7])
 
 
 def test_export_refuses_to_overwrite_and_leaves_nothing_on_failure(
@@ -202,6 +212,11 @@ def test_short_episode_video_is_named_when_decoded(folder: Path) -> None:
     _short_video(folder)
     with pytest.raises(DatasetError, match=r"episode 1 has 9 video frames from 1 s, but 10 rows"):
         ds.episode(1)
+    with pytest.raises(
+        DatasetError, match=r"episode 1 has no video frame for step 9 \(at 1\.9 s\)"
+    ):
+        ds[19]
+    assert ds[18]["image"].shape == (SIZE, SIZE, 3)
 
 
 def test_camera_choice() -> None:
