@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from torch.utils.data import DataLoader
 
 from agents.dataset import DatasetError, DemoDataset, DemoWriter
 from agents.lerobot import LeRobotDemoDataset, _pick_camera, open_demos
@@ -131,9 +132,21 @@ def test_frames_are_read_lazily_and_cached(
     ds.episode(1)
     ds[3]
     assert reads[-1] == (3, 4)  # a cache of one episode
-    clone = pickle.loads(pickle.dumps(ds))  # what a DataLoader worker gets: no decoded frames
+    clone = pickle.loads(pickle.dumps(ds))  # what a spawned worker gets: no decoded frames
     assert len(clone._cache) == 0 and clone[3]["image"].shape == (SIZE, SIZE, 3)
     np.testing.assert_array_equal(clone[17]["image"], ds.episode(1)["image"][7])
+
+
+def test_dataloader_workers_open_their_own_readers(
+    exported: tuple[Path, Path, list[Episode]],
+) -> None:
+    ds = LeRobotDemoDataset(exported[1])
+    first = ds[0]["image"]  # the parent holds an open reader when the workers fork
+    loader = DataLoader(ds, batch_size=5, num_workers=2, shuffle=False)
+    images = np.concatenate([batch["image"].numpy() for batch in loader])
+    assert images.shape == (20, SIZE, SIZE, 3)
+    np.testing.assert_array_equal(images[0], first)
+    np.testing.assert_array_equal(images[10:], ds.episode(1)["image"])
 
 
 def test_export_refuses_to_overwrite_and_leaves_nothing_on_failure(
