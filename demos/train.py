@@ -6,6 +6,10 @@ image encoder both policies share, ``--implicit.*`` the rest of the ``ImplicitPo
 chain counter-examples with the gradient penalty, Langevin inference; ``--implicit.optimizer
 dfo`` then changes only the inference), ``--explicit.*`` the ``ExplicitPolicyConfig``.
 
+``--data`` is an HDF5 file from ``ibc-gym collect`` or a LeRobotDataset v3.0 folder
+(``agents.lerobot``; ``ibc-gym export`` writes one; ``--env`` names the env of a folder recorded
+elsewhere, ``--camera`` its image feature).
+
 The run folder gets ``ckpt_last.pt`` (self-describing: weights, configs, action bounds, the env
 and demo seeds it was trained on), ``metrics.jsonl`` and ``energy_snapshots.npz``.
 ``--resume`` continues an interrupted run exactly where it stopped.
