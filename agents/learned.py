@@ -36,7 +36,7 @@ class BCAgent:
                 )
         self.policy = policy.eval()
         self.metadata = dict(metadata)
-        self.env_id: str = metadata["env_id"]
+        self.env_id: str | None = metadata["env_id"]
         self.image_shape = tuple(int(v) for v in metadata["image_shape"])
         # Checkpoints from before action_type existed were trained on absolute set-points.
         self.action_type: str = str(dict(metadata["env_kwargs"]).get("action_type", "position"))
@@ -62,7 +62,8 @@ class BCAgent:
         seed: int = 0,
         optimizer: Any = None,
     ) -> BCAgent:
-        """Rebuild the agent from a checkpoint alone; ``env_id`` must match the one trained on.
+        """Rebuild the agent from a checkpoint alone; ``env_id`` must match the one trained on
+        (a policy trained on demos that named no env, e.g. a foreign LeRobot dataset, needs it).
         ``optimizer`` (an inference optimizer config) replaces an implicit checkpoint's."""
         ckpt = load_checkpoint(path)
         if cls.kind and ckpt["kind"] != cls.kind:
@@ -71,8 +72,10 @@ class BCAgent:
             )
         agent_cls = cls if cls.kind else AGENT_CLASSES[ckpt["kind"]]
         meta = ckpt.get("metadata") or {}
-        if env_id is not None and meta.get("env_id") != env_id:
+        if env_id is not None and meta.get("env_id") not in (None, env_id):
             raise ValueError(f"{path} was trained on {meta.get('env_id')!r}, not on {env_id!r}")
+        if env_id is not None and meta.get("env_id") is None:  # demos that named no env
+            meta = {**meta, "env_id": env_id}
         return agent_cls(
             policy_from_checkpoint(ckpt, source=str(path), optimizer=optimizer), meta, seed=seed
         )

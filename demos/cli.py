@@ -31,6 +31,7 @@ from ebm_policy.trainer import TrainingDivergedError
 # Modules that contribute sub-commands, in the order they appear in --help.
 COMMAND_MODULES = (
     "demos.collect",
+    "demos.export",
     "demos.video",
     "demos.train",
     "demos.evaluate",

@@ -138,6 +138,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     optimizer = getattr(policy_config, "optimizer", None)
     optimizer_dict = config_to_dict(optimizer) if optimizer is not None else None
     env_id = cfg.env or agent.env_id
+    if env_id is None:
+        raise CheckpointError(
+            f"{cfg.ckpt}: its demos named no env (a LeRobot dataset recorded elsewhere); pass --env"
+        )
     if env_id not in registered_env_ids():
         raise CheckpointError(
             f"{cfg.ckpt}: trained on {env_id!r}, which is not a registered env here "

@@ -6,6 +6,10 @@ image encoder both policies share, ``--implicit.*`` the rest of the ``ImplicitPo
 chain counter-examples with the gradient penalty, Langevin inference; ``--implicit.optimizer
 dfo`` then changes only the inference), ``--explicit.*`` the ``ExplicitPolicyConfig``.
 
+``--data`` is an HDF5 file from ``ibc-gym collect`` or a LeRobotDataset v3.0 folder
+(``agents.lerobot``; ``ibc-gym export`` writes one; ``--env`` names the env of a folder recorded
+elsewhere, ``--camera`` its image feature).
+
 The run folder gets ``ckpt_last.pt`` (self-describing: weights, configs, action bounds, the env
 and demo seeds it was trained on), ``metrics.jsonl`` and ``energy_snapshots.npz``.
 ``--resume`` continues an interrupted run exactly where it stopped.
@@ -24,7 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from agents.dataset import DemoDataset
+from agents.lerobot import open_demos
 from demos.args import check_options, help_field, registered_env
 from demos.launch import in_torchrun
 from ebm_policy import (
@@ -42,7 +46,9 @@ from ebm_policy import (
     action_bounds_from_dataset,
     train,
 )
+from ebm_policy.checkpoint import load_checkpoint
 from ebm_policy.distributed import current_rank
+from ebm_policy.trainer import CKPT_LAST
 
 METHODS = ("dfo", "langevin", "autoregressive_dfo")
 IMPLICIT_PRESETS = {m: (lambda m=m: ImplicitPolicyConfig.for_method(m)) for m in METHODS}  # type: ignore[misc]
@@ -88,11 +94,20 @@ class PolicyConfigs:
 class TrainJobConfig:
     """Options of ``ibc-gym train``."""
 
-    data: Path = help_field(Path("data/demos.h5"), "demo dataset (HDF5) from `ibc-gym collect`")
+    data: Path = help_field(
+        Path("data/demos.h5"),
+        "demos: an HDF5 file from `ibc-gym collect`, or a LeRobotDataset v3.0 folder",
+    )
+    camera: str | None = help_field(
+        None,
+        "LeRobot folder: the image feature to train on (default observation.image, or the only observation.images.*)",
+    )
     policy: Literal["implicit", "explicit"] = help_field("implicit", "policy class")
     out: Path = help_field(Path("runs/implicit"), "run folder (checkpoints, logs)")
     env: str | None = help_field(
-        None, "expected env id of the dataset (checked when given)", check=registered_env
+        None,
+        "expected env id of the dataset (checked when given; a LeRobot folder recorded elsewhere, which names none, is trained for this env)",
+        check=registered_env,
     )
     resume: bool = help_field(False, "continue the interrupted run in --out")
     in_memory: bool = help_field(
@@ -143,6 +158,22 @@ def build_policy(
     return ExplicitPolicy(config, low, high, seed=cfg.train.seed)
 
 
+def check_fits_checkpoint(data: Path, dataset: Any, ckpt_path: Path) -> None:
+    """Raise ``ValueError`` when ``dataset``'s action dimension or image shape differs from those
+    of the policy in ``ckpt_path`` (nothing to check when it does not exist)."""
+    if not ckpt_path.is_file():
+        return
+    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
+    action_dim = int(ckpt["config"]["model"]["action_dim"])
+    shape = tuple(int(v) for v in ckpt["metadata"].get("image_shape", dataset.image_shape))
+    if (dataset.action_dim, tuple(dataset.image_shape)) != (action_dim, shape):
+        raise ValueError(
+            f"{data}: {dataset.action_dim}-D actions and {'x'.join(map(str, dataset.image_shape))} "
+            f"images do not fit the policy in {ckpt_path} ({action_dim}-D actions, "
+            f"{'x'.join(map(str, shape))} images); train it into another --out"
+        )
+
+
 def run_train(cfg: TrainJobConfig) -> Path:
     """Train and return the path of the last checkpoint (as one rank under torchrun)."""
     rank = current_rank()
@@ -157,7 +188,9 @@ def run_train(cfg: TrainJobConfig) -> Path:
             f"--nproc-per-node {cfg.nproc_per_node} differs from torchrun's {local_world} processes on "
             f"this machine; leave it out under torchrun"
         )
-    dataset = DemoDataset(cfg.data, env_id=cfg.env, in_memory=cfg.in_memory)
+    dataset = open_demos(cfg.data, env_id=cfg.env, in_memory=cfg.in_memory, camera=cfg.camera)
+    if cfg.resume:
+        check_fits_checkpoint(cfg.data, dataset, cfg.out / CKPT_LAST)
     low, high = action_bounds_from_dataset(dataset)
     policy = build_policy(cfg, low, high, dataset.action_dim)
     metadata = {
@@ -178,7 +211,7 @@ def run_train(cfg: TrainJobConfig) -> Path:
     if rank.master:
         print(
             f"training {cfg.policy}{method}{where} on {dataset.num_episodes} episodes / {len(dataset)} samples "
-            f"of {dataset.env_id} ({'x'.join(map(str, dataset.image_shape))} images) -> {cfg.out}"
+            f"of {dataset.env_id or 'an unnamed env (pass --env)'} ({'x'.join(map(str, dataset.image_shape))} images) -> {cfg.out}"
         )
     train(policy, dataset, cfg.train, cfg.out, resume=cfg.resume, metadata=metadata)
     return cfg.out / "ckpt_last.pt"
