@@ -304,7 +304,11 @@ class LeRobotDemoDataset:
         if self._pid != os.getpid():
             self._containers, self._pid = {}, os.getpid()
         if path not in self._containers:
-            self._containers[path] = av.open(str(path))
+            container = av.open(str(path))
+            # one decoding thread: no FFmpeg worker threads, so a process that forks
+            # DataLoader workers while holding this reader leaves them a consistent FFmpeg
+            container.streams.video[0].thread_count = 1
+            self._containers[path] = container
         return self._containers[path]
 
     def _read_video(self, path: Path, start: int, stop: int, e: int) -> dict[int, np.ndarray]:
