@@ -1,0 +1,49 @@
+"""The names the README's Python examples import are public and importable as written."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_imports() -> list[tuple[str, str]]:
+    """``(module, name)`` of every ``from X import a, b`` in the README's python blocks."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    found = []
+    for block in blocks:
+        for node in ast.walk(ast.parse(block)):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found += [(node.module, alias.name) for alias in node.names]
+    return found
+
+
+def test_the_readme_has_python_examples() -> None:
+    assert len(readme_imports()) >= 5
+
+
+@pytest.mark.parametrize("module, name", readme_imports())
+def test_every_name_the_readme_imports_exists(module: str, name: str) -> None:
+    assert hasattr(importlib.import_module(module), name), f"from {module} import {name}"
+
+
+@pytest.mark.parametrize(
+    "module, names",
+    [
+        (
+            "agents",
+            ["IBCAgent", "ExplicitBCAgent", "load_agent", "make_expert", "rollout", "DemoDataset"],
+        ),
+        ("envs", ["ENV_IDS"]),
+        ("ebm_policy", ["ImplicitPolicy", "ImplicitPolicyConfig", "train", "load_policy"]),
+    ],
+)
+def test_packages_export_what_users_reach_for(module: str, names: list[str]) -> None:
+    mod = importlib.import_module(module)
+    missing = [n for n in names if n not in getattr(mod, "__all__", ())]
+    assert not missing, f"{module}.__all__ lacks {missing}"
