@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -262,14 +262,7 @@ class DemoDataset:
         )
 
     def _check_actions(self) -> None:
-        bad = np.flatnonzero(~np.isfinite(self.actions).all(axis=1))
-        if len(bad):
-            e, t = self.locate(int(bad[0]))
-            raise DatasetError(
-                f"{self.path}: the actions of {len(bad)} of {len(self.actions)} frames are not "
-                f"finite; the first is frame {bad[0]} (episode {e}, step {t}): "
-                f"{self.actions[bad[0]].tolist()}"
-            )
+        check_finite_actions(self.path, self.actions, self.locate)
 
     def episodes(self) -> Iterator[dict[str, np.ndarray]]:
         for e in range(self.num_episodes):
@@ -284,6 +277,20 @@ class DemoDataset:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def check_finite_actions(
+    path: Path, actions: np.ndarray, locate: Callable[[int], tuple[int, int]]
+) -> None:
+    """``DatasetError`` naming the first frame (and its episode and step, from ``locate``) whose
+    action in ``actions (N, A)`` is not finite."""
+    bad = np.flatnonzero(~np.isfinite(actions).all(axis=1))
+    if len(bad):
+        e, t = locate(int(bad[0]))
+        raise DatasetError(
+            f"{path}: the actions of {len(bad)} of {len(actions)} frames are not finite; the "
+            f"first is frame {bad[0]} (episode {e}, step {t}): {actions[bad[0]].tolist()}"
+        )
 
 
 def _open(path: Path) -> h5py.File:

@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from agents.dataset import DatasetError
+from agents.dataset import DatasetError, check_finite_actions
 
 CODEBASE_VERSION = "v3.0"
 INFO_PATH = "meta/info.json"
@@ -357,13 +357,7 @@ class LeRobotDemoDataset:
                 )
 
     def _check_actions(self) -> None:
-        bad = np.flatnonzero(~np.isfinite(self.actions).all(axis=1))
-        if len(bad):
-            e, t = self.locate(int(bad[0]))
-            raise DatasetError(
-                f"{self.path}: the actions of {len(bad)} of {len(self.actions)} frames are not "
-                f"finite; the first is frame {bad[0]} (episode {e}, step {t})"
-            )
+        check_finite_actions(self.path, self.actions, self.locate)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -460,14 +454,7 @@ def _read_episodes(root: Path, camera: str) -> dict[str, np.ndarray]:
         raise DatasetError(f"{root / EPISODES_DIR}: no episode metadata (chunk-*/file-*.parquet)")
     video_cols = {f"videos/{camera}/{c}": f"video/{c}" for c in _VIDEO_COLUMNS}
     need = list(_EPISODE_COLUMNS) + list(video_cols)
-    parts = []
-    for path in files:
-        table = _read_table(path)
-        missing = [c for c in need if c not in table.column_names]
-        if missing:
-            raise DatasetError(f"{path}: lacks the episode column(s) {', '.join(missing)}")
-        parts.append(table.select(need))
-    table = pa.concat_tables(parts)
+    table = _concat_tables(files, need, "episode column")
     columns = {video_cols.get(c, c): table.column(c).to_numpy() for c in need}
     order = np.argsort(columns["episode_index"], kind="stable")
     columns = {k: v[order] for k, v in columns.items()}
@@ -491,6 +478,19 @@ def _read_episodes(root: Path, camera: str) -> dict[str, np.ndarray]:
 _VIDEO_COLUMNS = ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
 
 
+def _concat_tables(paths: list[Path], columns: list[str], what: str) -> Any:
+    """The ``columns`` of the Parquet files ``paths``, one table; ``DatasetError`` naming the
+    file and the ``what`` (e.g. "episode column") it lacks."""
+    parts = []
+    for path in paths:
+        table = _read_table(path)
+        missing = [c for c in columns if c not in table.column_names]
+        if missing:
+            raise DatasetError(f"{path}: lacks the {what}(s) {', '.join(missing)}")
+        parts.append(table.select(columns))
+    return pa.concat_tables(parts)
+
+
 def _read_frames(
     root: Path, info: dict[str, Any], episodes: dict[str, np.ndarray], columns: list[str]
 ) -> dict[str, np.ndarray]:
@@ -500,14 +500,7 @@ def _read_frames(
     for c, f in zip(episodes["data/chunk_index"], episodes["data/file_index"], strict=True):
         files[root / str(info["data_path"]).format(chunk_index=int(c), file_index=int(f))] = None
     need = [*columns, "episode_index", "index"]
-    parts = []
-    for path in files:
-        table = _read_table(path)
-        missing = [c for c in need if c not in table.column_names]
-        if missing:
-            raise DatasetError(f"{path}: lacks the column(s) {', '.join(missing)}")
-        parts.append(table.select(need))
-    table = pa.concat_tables(parts)
+    table = _concat_tables(list(files), need, "column")
     index = table.column("index").to_numpy()
     order = np.argsort(index, kind="stable")
     n = int(episodes["dataset_to_index"][-1])
