@@ -1,6 +1,6 @@
 """``ModelEnergy``: an energy model's view for inference optimizers (``optimizers.ActionEnergy``).
 
-The images are encoded once; every call scores actions with the energy head only, in chunks of at
+The observations (images, states or both) are encoded once; every call scores actions with the energy head only, in chunks of at
 most ``max_rows`` actions so memory stays bounded for any number of samples. Optimizers see
 energies, gradients and prefix energies, never the model.
 """
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from ebm_policy.models import EBMConvMLP
+from ebm_policy.models import EBMConvMLP, ModelInput
 
 
 def _chunks(b: int, m: int, max_rows: int) -> Iterator[tuple[slice, slice]]:
@@ -43,11 +43,17 @@ class ModelEnergy:
         self.has_prefix_energies = model.prefix_energies
 
     @classmethod
-    def of_images(cls, model: EBMConvMLP, images: Tensor, max_elements: int) -> ModelEnergy:
-        """Encode ``images (B, C, H, W)`` once; ``max_elements`` hidden activations per chunk."""
+    def of_observations(cls, model: EBMConvMLP, obs: ModelInput, max_elements: int) -> ModelEnergy:
+        """Encode ``obs`` (the model's input: images ``(B, C, H, W)``, normalized states
+        ``(B, S)`` or both) once; ``max_elements`` hidden activations per chunk."""
         with torch.no_grad():
-            features = model.encode(images)
+            features = model.encode(obs)
         return cls(model, features, max_elements // model.hidden_width)
+
+    @classmethod
+    def of_images(cls, model: EBMConvMLP, images: ModelInput, max_elements: int) -> ModelEnergy:
+        """``of_observations`` under its first name."""
+        return cls.of_observations(model, images, max_elements)
 
     def __call__(self, actions: Tensor) -> Tensor:
         """``(B, M, A) -> (B, M)`` without autograd."""
@@ -76,10 +82,11 @@ class NaiveModelEnergy:
     """The reference's way, for comparison: re-encodes the images at every evaluation and runs
     the concatenated MLP on all ``B * M`` rows at once (``ibc-gym bench dfo``)."""
 
-    def __init__(self, model: EBMConvMLP, images: Tensor) -> None:
+    def __init__(self, model: EBMConvMLP, images: ModelInput) -> None:
         self.model = model
         self.images = images
-        self.batch_size = int(images.shape[0])
+        first = images if isinstance(images, Tensor) else next(iter(images.values()))
+        self.batch_size = int(first.shape[0])
         self.action_dim = model.cfg.action_dim
         self.has_prefix_energies = False
 
