@@ -6,6 +6,11 @@ image encoder both policies share, ``--implicit.*`` the rest of the ``ImplicitPo
 chain counter-examples with the gradient penalty, Langevin inference; ``--implicit.optimizer
 dfo`` then changes only the inference), ``--explicit.*`` the ``ExplicitPolicyConfig``.
 
+The model follows the dataset's observation type: images (``obs_type="pixels"``: CNN keypoints),
+states (``"state"``: an MLP over the state vector, normalized by the dataset's mean and std) or
+both (``"pixels_agent_pos"``: keypoints concatenated with the agent position); both policies get
+the same inputs, and the checkpoint records them.
+
 The run folder gets ``ckpt_last.pt`` (self-describing: weights, configs, action bounds, the env
 and demo seeds it was trained on), ``metrics.jsonl`` and ``energy_snapshots.npz``.
 ``--resume`` continues an interrupted run exactly where it stopped.
@@ -22,7 +27,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from agents.dataset import DemoDataset
 from demos.args import check_options, help_field, registered_env
@@ -43,6 +48,7 @@ from ebm_policy import (
     train,
 )
 from ebm_policy.distributed import current_rank
+from ebm_policy.normalize import state_stats_from_dataset
 
 METHODS = ("dfo", "langevin", "autoregressive_dfo")
 IMPLICIT_PRESETS = {m: (lambda m=m: ImplicitPolicyConfig.for_method(m)) for m in METHODS}  # type: ignore[misc]
@@ -77,10 +83,19 @@ class PolicyConfigs:
                     f"PolicyConfigs.backbone (both policies use it)"
                 )
 
-    def chosen(self, policy: str, action_dim: int) -> ImplicitPolicyConfig | ExplicitPolicyConfig:
-        """The config of ``policy`` with the shared backbone and the dataset's action dimension."""
+    def chosen(
+        self, policy: str, action_dim: int, inputs: str = "image", state_dim: int = 0
+    ) -> ImplicitPolicyConfig | ExplicitPolicyConfig:
+        """The config of ``policy`` with the shared backbone and the dataset's action dimension
+        and observed inputs (``"image"``, ``"state"`` or ``"image_state"``, ``state_dim``)."""
         cfg = self.implicit if policy == "implicit" else self.explicit
-        model = replace(cfg.model, action_dim=action_dim, backbone=self.backbone)
+        model = replace(
+            cfg.model,
+            action_dim=action_dim,
+            inputs=inputs,
+            state_dim=state_dim,
+            backbone=self.backbone,
+        )
         return replace(cfg, model=model)  # type: ignore[arg-type]
 
 
@@ -133,14 +148,14 @@ def tiny_policies(method: str = "dfo") -> PolicyConfigs:
     return PolicyConfigs(backbone=backbone, implicit=implicit, explicit=explicit)
 
 
-def build_policy(
-    cfg: TrainJobConfig, low: Any, high: Any, action_dim: int
-) -> ImplicitPolicy | ExplicitPolicy:
-    """The policy ``cfg`` describes, with action bounds ``low``/``high``."""
-    config = cfg.policies.chosen(cfg.policy, action_dim)
-    if isinstance(config, ImplicitPolicyConfig):
-        return ImplicitPolicy(config, low, high, seed=cfg.train.seed)
-    return ExplicitPolicy(config, low, high, seed=cfg.train.seed)
+def build_policy(cfg: TrainJobConfig, dataset: DemoDataset) -> ImplicitPolicy | ExplicitPolicy:
+    """The policy ``cfg`` describes for ``dataset``: its action bounds, its observed inputs and
+    (with a state input) its state statistics."""
+    low, high = action_bounds_from_dataset(dataset)
+    config = cfg.policies.chosen(cfg.policy, dataset.action_dim, dataset.inputs, dataset.state_dim)
+    mean, std = state_stats_from_dataset(dataset) if dataset.state_dim else (None, None)
+    cls = ImplicitPolicy if isinstance(config, ImplicitPolicyConfig) else ExplicitPolicy
+    return cls(config, low, high, state_mean=mean, state_std=std, seed=cfg.train.seed)  # type: ignore[arg-type]
 
 
 def run_train(cfg: TrainJobConfig) -> Path:
@@ -158,12 +173,13 @@ def run_train(cfg: TrainJobConfig) -> Path:
             f"this machine; leave it out under torchrun"
         )
     dataset = DemoDataset(cfg.data, env_id=cfg.env, in_memory=cfg.in_memory)
-    low, high = action_bounds_from_dataset(dataset)
-    policy = build_policy(cfg, low, high, dataset.action_dim)
+    policy = build_policy(cfg, dataset)
     metadata = {
         "env_id": dataset.env_id,
         "env_kwargs": dataset.env_kwargs,
-        "image_shape": list(dataset.image_shape),
+        "obs_type": dataset.obs_type,
+        "image_shape": list(dataset.image_shape) if dataset.image_shape else None,
+        "state_dim": dataset.state_dim,
         "dataset": str(cfg.data),
         "num_episodes": dataset.num_episodes,
         "num_samples": len(dataset),
@@ -175,10 +191,15 @@ def run_train(cfg: TrainJobConfig) -> Path:
         else ""
     )
     where = f" on {rank.world_size} processes" if rank.enabled else ""
+    observed = {
+        "image": f"{'x'.join(map(str, dataset.image_shape or ()))} images",
+        "state": f"{dataset.state_dim}-dim states",
+    }
+    inputs = " + ".join(observed[k] for k in ("image", "state") if k in dataset.obs_keys)
     if rank.master:
         print(
             f"training {cfg.policy}{method}{where} on {dataset.num_episodes} episodes / {len(dataset)} samples "
-            f"of {dataset.env_id} ({'x'.join(map(str, dataset.image_shape))} images) -> {cfg.out}"
+            f"of {dataset.env_id} ({inputs}) -> {cfg.out}"
         )
     train(policy, dataset, cfg.train, cfg.out, resume=cfg.resume, metadata=metadata)
     return cfg.out / "ckpt_last.pt"
