@@ -98,17 +98,17 @@ def test_summary_table() -> None:
     text = format_summary(synthetic_rows(), last=5, command="ibc-gym benchmark --out x")
     assert "Command: `ibc-gym benchmark --out x`" in text
     assert (
-        f"| {ENV} | implicit | 10 | position | 3 | 600 | 90% | 10.0 pts | 84%-94% | 150 | 40 pts | 4.0 |"
+        f"| {ENV} | implicit | 10 | position | pixels | 3 | 600 | 90% | 10.0 pts | 84%-94% | 150 | 40 pts | 4.0 |"
         in text
     )
     assert (
-        f"| {ENV} | explicit | 30 | position | 3 | 600 | 50% | 0.0 pts | 42%-58% | 150 | 0 pts | 1.0 |"
+        f"| {ENV} | explicit | 30 | position | pixels | 3 | 600 | 50% | 0.0 pts | 42%-58% | 150 | 0 pts | 1.0 |"
         in text
     )
     # per cell: the implicit spread goal (10 points) is judged, the explicit one is not
-    assert f"| {ENV} | implicit | 10 | position | 0 | 90% | 40 pts | 5 | no |" in text
-    assert f"| {ENV} | implicit | 10 | position | 1 | 80% | 10 pts | 5 | yes |" in text
-    assert f"| {ENV} | explicit | 10 | position | 0 | 40% | 20 pts | 5 | - |" in text
+    assert f"| {ENV} | implicit | 10 | position | pixels | 0 | 90% | 40 pts | 5 | no |" in text
+    assert f"| {ENV} | implicit | 10 | position | pixels | 1 | 80% | 10 pts | 5 | yes |" in text
+    assert f"| {ENV} | explicit | 10 | position | pixels | 0 | 40% | 20 pts | 5 | - |" in text
     assert (
         "| implicit | 6 | 100 | 90 | 60 | 30 |" in text
     )  # 6 checkpoints x 10 s of evaluation per cell
