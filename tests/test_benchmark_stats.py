@@ -183,3 +183,37 @@ def test_checkpoint_plan() -> None:
     quick = BenchmarkConfig(quick=True, envs=(ENV,), policies=("explicit",)).effective()
     assert quick.policies == ("explicit",) and quick.image_size == 32 and not quick.quick
     assert len(quick.cells()) == len(quick.seeds) * len(quick.demos)
+
+
+def test_obs_types_get_their_own_groups_and_the_paper_table() -> None:
+    pixels = synthetic_rows()  # rows from before obs_type existed: pixels
+    state = [
+        {**r, "obs_type": "state", "success_rate": 1.0, "successes": r["episodes"]} for r in pixels
+    ]
+    groups = group_stats(pixels + state, last=5)
+    assert {g["obs_type"] for g in groups} == {"pixels", "state"}
+    assert len(groups) == 2 * len(group_stats(pixels, last=5))
+    text = format_summary(pixels + state, last=5)
+    assert (
+        "| env | demos | action | implicit, pixels | explicit, pixels | implicit, state | explicit, state |"
+        in text
+    )
+    assert (
+        f"| {ENV} | 10 | position | 90% (n=3) | " in text and "| 100% (n=3) | 100% (n=3) |" in text
+    )
+    assert "implicit, pixels" not in format_summary(pixels, last=5)  # one obs type: no such table
+
+
+def test_obs_type_cells_keep_the_pixels_names() -> None:
+    cfg = BenchmarkConfig(seeds=(0,), demos=(5,), obs_types=("pixels", "state"))
+    names = {c.name for c in cfg.cells()}
+    env = "ReachAroundObstacle-v0"
+    assert f"{env}_implicit_n5_position_s0" in names
+    assert f"{env}_implicit_n5_position_state_s0" in names and len(names) == 4
+    assert cfg.dataset_path("ibc/" + env, "position", 5, "state").name == (
+        f"{env}_position_state_seed0_n5.h5"
+    )
+    assert "obs_types" not in BenchmarkConfig().grid_dict()  # old grid.json files still match
+    assert "--obs-types pixels state" in cfg.command_line()
+    with pytest.raises(ValueError, match="unknown observation type 'rgb'"):
+        BenchmarkConfig(obs_types=("rgb",))
