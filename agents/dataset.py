@@ -13,6 +13,10 @@ File layout (``format = "ibc-gym-demos"``, ``format_version = 1``)::
     /episode_seeds      (E,) int64, the reset seed of each episode
     /episode_success    (E,) bool
 
+``DemoDataset`` exposes the observations the file's ``obs_type`` names (``OBS_KEYS``): ``pixels``
+as ``"image"``, ``state`` as ``"state"``, and for ``pixels_agent_pos`` the pixels as ``"image"``
+and the agent position as ``"state"`` (the proprio input).
+
 Images are stored one frame per chunk with LZF compression, so random access during training
 decompresses one frame, and a dataset larger than memory can be trained on.
 """
@@ -32,6 +36,13 @@ import numpy as np
 
 from agents.rollout import Episode
 from ebm_policy.fileio import remove_stale_temporaries
+
+# Observation type -> {item key: file key under /obs}: what a dataset of that type trains on.
+OBS_KEYS: dict[str, dict[str, str]] = {
+    "pixels": {"image": "pixels"},
+    "state": {"state": "state"},
+    "pixels_agent_pos": {"image": "pixels", "state": "agent_pos"},
+}
 
 FORMAT = "ibc-gym-demos"
 FORMAT_VERSION = 1
@@ -148,12 +159,16 @@ class DemoWriter:
 
 
 class DemoDataset:
-    """(image, action) pairs of a demo file, read lazily, as ``ebm_policy``'s trainer takes them.
+    """(observation, action) pairs of a demo file, read lazily, as ``ebm_policy``'s trainer takes
+    them.
 
-    Items are ``{"image": uint8 (H, W, C), "action": float32 (A,)}`` (``image`` is the
-    ``obs_key`` observation). The file handle is opened per process on first access, so the
-    dataset works with DataLoader workers. ``in_memory=True`` reads everything once (fast for
-    small datasets).
+    Items are ``{"image": uint8 (H, W, C), "state": float32 (S,), "action": float32 (A,)}`` with
+    the observation keys ``obs_keys`` maps to file keys (default: those of the file's
+    ``obs_type``, ``OBS_KEYS``; ``obs_key`` alone names the image's file key, as before).
+    ``inputs`` says which (``"image"``, ``"state"`` or ``"image_state"``, the model's
+    ``inputs``). States are read into memory; images lazily, the file handle opened per process
+    on first access, so the dataset works with DataLoader workers. ``in_memory=True`` reads the
+    images once too (fast for small datasets).
 
     Raises ``DatasetError`` for a missing, truncated or foreign file, a format version this code
     does not read, arrays of the wrong shape or type, non-finite actions, malformed JSON
@@ -166,22 +181,41 @@ class DemoDataset:
         path: str | os.PathLike[str],
         *,
         env_id: str | None = None,
-        obs_key: str = "pixels",
+        obs_key: str | None = None,
+        obs_keys: Mapping[str, str] | None = None,
         in_memory: bool = False,
     ) -> None:
         self.path = Path(path)
-        self.obs_key = obs_key
         try:
             with _open(self.path) as f:
-                self.attrs = _validate(f, self.path, obs_key)
+                obs_type = str(f.attrs.get("obs_type", "pixels"))
+                if obs_keys is None:
+                    obs_keys = {"image": obs_key} if obs_key else OBS_KEYS.get(obs_type)
+                if not obs_keys or set(obs_keys) - {"image", "state"}:
+                    raise DatasetError(
+                        f"{self.path}: observation keys {obs_keys} for obs_type {obs_type!r}; "
+                        f"give obs_keys as {{'image': file key, 'state': file key}}"
+                    )
+                self.obs_keys = dict(obs_keys)
+                self.obs_key = self.obs_keys.get("image")  # the image's file key
+                self.attrs = _validate(f, self.path, self.obs_keys)
                 self.episode_ends = f["episode_ends"][()]
                 self.episode_seeds = f["episode_seeds"][()]
                 self.episode_success = f["episode_success"][()]
-                self.image_shape = tuple(f[f"obs/{obs_key}"].shape[1:])
+                self.image_shape: tuple[int, ...] | None = (
+                    tuple(f[f"obs/{self.obs_key}"].shape[1:]) if self.obs_key else None
+                )
                 self.action_dim = int(f["actions"].shape[1])
                 self.actions = f["actions"][()]
                 self._check_actions()
-                self._images = self._read_all(f[f"obs/{obs_key}"]) if in_memory else None
+                state_key = self.obs_keys.get("state")
+                self.states: np.ndarray | None = (
+                    np.asarray(f[f"obs/{state_key}"][()], dtype=np.float32) if state_key else None
+                )
+                self._check_states()
+                self._images = (
+                    self._read_all(f[f"obs/{self.obs_key}"]) if in_memory and self.obs_key else None
+                )
         except (OSError, KeyError) as e:  # h5py raises these on damaged files
             raise DatasetError(f"{self.path} is damaged or truncated: {_first_line(e)}") from e
         if env_id is not None and self.env_id != env_id:
@@ -204,6 +238,23 @@ class DemoDataset:
         return str(self.env_kwargs.get("action_type", "position"))
 
     @property
+    def obs_type(self) -> str:
+        """The env's observation type the demos were recorded with."""
+        return str(self.attrs.get("obs_type", "pixels"))
+
+    @property
+    def inputs(self) -> str:
+        """What an item observes: ``"image"``, ``"state"`` or ``"image_state"``."""
+        if self.obs_key and self.states is not None:
+            return "image_state"
+        return "image" if self.obs_key else "state"
+
+    @property
+    def state_dim(self) -> int:
+        """Dimensions of an item's ``"state"`` (0: none)."""
+        return 0 if self.states is None else int(self.states.shape[1])
+
+    @property
     def num_episodes(self) -> int:
         return len(self.episode_ends)
 
@@ -218,14 +269,23 @@ class DemoDataset:
             self._pid = os.getpid()
         return self._file[f"obs/{self.obs_key}"]
 
+    def _item(self, start: int, end: int) -> dict[str, np.ndarray]:
+        item: dict[str, np.ndarray] = {}
+        if self.obs_key:
+            item["image"] = self._read(start, end)
+        if self.states is not None:
+            item["state"] = self.states[start:end]
+        item["action"] = self.actions[start:end]
+        return item
+
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        return {"image": self._read(i, i + 1)[0], "action": self.actions[i]}
+        return {k: v[0] for k, v in self._item(i, i + 1).items()}
 
     def episode(self, e: int) -> dict[str, np.ndarray]:
-        """All steps of episode ``e``: ``{"image": (T, H, W, C), "action": (T, A)}``."""
+        """All steps of episode ``e``: ``{"image": (T, H, W, C), "state": (T, S), "action": (T,
+        A)}`` (the observation keys the dataset has)."""
         start = 0 if e == 0 else int(self.episode_ends[e - 1])
-        end = int(self.episode_ends[e])
-        return {"image": self._read(start, end), "action": self.actions[start:end]}
+        return self._item(start, int(self.episode_ends[e]))
 
     def locate(self, i: int) -> tuple[int, int]:
         """``(episode, step within it)`` of frame ``i``."""
@@ -263,6 +323,22 @@ class DemoDataset:
 
     def _check_actions(self) -> None:
         check_finite_actions(self.path, self.actions, self.locate)
+
+    def _check_states(self) -> None:
+        if self.states is None:
+            return
+        if self.states.ndim != 2 or self.states.shape[1] < 1:
+            raise DatasetError(
+                f"{self.path}: obs/{self.obs_keys['state']} must be a float (N, S) array, got "
+                f"shape {self.states.shape}"
+            )
+        bad = np.flatnonzero(~np.isfinite(self.states).all(axis=1))
+        if len(bad):
+            e, t = self.locate(int(bad[0]))
+            raise DatasetError(
+                f"{self.path}: obs/{self.obs_keys['state']} of {len(bad)} frames is not finite; "
+                f"the first is frame {bad[0]} (episode {e}, step {t})"
+            )
 
     def episodes(self) -> Iterator[dict[str, np.ndarray]]:
         for e in range(self.num_episodes):
@@ -304,7 +380,7 @@ def _open(path: Path) -> h5py.File:
         ) from e
 
 
-def _validate(f: h5py.File, path: Path, obs_key: str) -> dict[str, Any]:
+def _validate(f: h5py.File, path: Path, obs_keys: Mapping[str, str]) -> dict[str, Any]:
     fmt = f.attrs.get("format")
     if fmt != FORMAT:
         raise DatasetError(
@@ -320,16 +396,25 @@ def _validate(f: h5py.File, path: Path, obs_key: str) -> dict[str, Any]:
         raise DatasetError(
             f"{path} is incomplete (missing {', '.join(missing)}): was its writing interrupted?"
         )
-    if f"obs/{obs_key}" not in f:
-        keys = sorted(f["obs"].keys()) if "obs" in f else []
-        raise DatasetError(f"{path} has no observation {obs_key!r}; it has {keys}")
+    for obs_key in obs_keys.values():
+        if f"obs/{obs_key}" not in f:
+            keys = sorted(f["obs"].keys()) if "obs" in f else []
+            raise DatasetError(f"{path} has no observation {obs_key!r}; it has {keys}")
     n = _check_array(f, path, "actions", ndim=2, kinds="f")
     _check_array(f, path, "rewards", ndim=1, kinds="f")
-    images = f[f"obs/{obs_key}"]
-    if obs_key == "pixels" and (images.ndim != 4 or images.shape[-1] != 3 or images.dtype != "u1"):
+    image_key = obs_keys.get("image")
+    images = f[f"obs/{image_key}"] if image_key else None
+    if image_key == "pixels" and (
+        images.ndim != 4 or images.shape[-1] != 3 or images.dtype != "u1"
+    ):
         raise DatasetError(
             f"{path}: obs/pixels must be uint8 (N, H, W, 3) images, got {images.dtype} "
             f"{images.shape}"
+        )
+    state_key = obs_keys.get("state")
+    if state_key and f[f"obs/{state_key}"].dtype.kind != "f":
+        raise DatasetError(
+            f"{path}: obs/{state_key} must be a float array, got {f[f'obs/{state_key}'].dtype}"
         )
     for name in ("episode_ends", "episode_seeds", "episode_success"):
         _check_array(f, path, name, ndim=1, kinds="b" if name == "episode_success" else "iu")

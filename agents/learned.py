@@ -1,7 +1,7 @@
 """Trained behavioral-cloning agents in the loop: ``IBCAgent`` (implicit) and ``ExplicitBCAgent``.
 
 Both wrap an ``ebm_policy`` policy and the metadata its checkpoint carries (the env it was trained
-on, the image size, the demo seeds) behind the rollout ``Policy`` interface, plus
+on, its observation type, the image size, the demo seeds) behind the rollout ``Policy`` interface, plus
 stable-baselines3's ``predict`` so ``evaluate_policy`` runs them unchanged.
 """
 
@@ -37,21 +37,31 @@ class BCAgent:
         self.policy = policy.eval()
         self.metadata = dict(metadata)
         self.env_id: str | None = metadata["env_id"]
-        self.image_shape = tuple(int(v) for v in metadata["image_shape"])
+        trained_env = dict(metadata["env_kwargs"])
+        shape = metadata["image_shape"]  # None for a state-only policy
+        self.image_shape: tuple[int, ...] | None = (
+            tuple(int(v) for v in shape) if shape is not None else None
+        )
+        # Checkpoints from before state inputs were trained on pixels.
+        self.obs_type: str = str(metadata.get("obs_type", trained_env.get("obs_type", "pixels")))
         # Checkpoints from before action_type existed were trained on absolute set-points.
-        self.action_type: str = str(dict(metadata["env_kwargs"]).get("action_type", "position"))
+        self.action_type: str = str(trained_env.get("action_type", "position"))
         self.env_kwargs: dict[str, Any] = {
-            "obs_type": "pixels",
-            "image_size": self.image_shape[0],
+            "obs_type": self.obs_type,
+            "image_size": self.image_shape[0]
+            if self.image_shape
+            else int(trained_env.get("image_size", 96)),
             "action_type": self.action_type,
         }
+        self.source = policy.source or "this checkpoint"
         self.train_seeds: list[int] = [int(s) for s in metadata.get("train_seeds", [])]
         self._seed = seed
         self.generator = torch.Generator().manual_seed(seed)
 
     @property
     def image_size(self) -> int:
-        return self.image_shape[0]
+        """The observation image size (the env's ``image_size``, also for a state-only policy)."""
+        return int(self.env_kwargs["image_size"])
 
     @classmethod
     def load(
@@ -97,11 +107,39 @@ class BCAgent:
             raise ValueError(f"observation images must be uint8, got {images.dtype}")
         return images
 
+    def _states(self, obs: Any) -> np.ndarray:
+        key = "agent_pos" if self.obs_type == "pixels_agent_pos" else "state"
+        states = np.asarray(obs[key] if isinstance(obs, Mapping) else obs)
+        d = self.policy.state_dim
+        if states.ndim not in (1, 2) or states.shape[-1] != d:
+            raise ValueError(
+                f"observation {key} of shape {states.shape}, but {self.source} was trained on "
+                f"{d}-dim states ({key}) of {self.env_id}"
+            )
+        return states
+
+    def _observation(self, obs: Any) -> tuple[dict[str, np.ndarray], bool]:
+        """An env observation (one or a batch) -> the policy's ``{"image", "state"}`` batch and
+        whether it was a single observation."""
+        parts: dict[str, np.ndarray] = {}
+        if self.policy.inputs != "state":
+            parts["image"] = self._images(obs)
+        if self.policy.inputs != "image":
+            parts["state"] = self._states(obs)
+        single = parts["image"].ndim == 3 if "image" in parts else parts["state"].ndim == 1
+        if single:
+            parts = {k: v[None] for k, v in parts.items()}
+        sizes = {len(v) for v in parts.values()}
+        if len(sizes) > 1:
+            raise ValueError(f"observation parts of different batch sizes: {sorted(sizes)}")
+        return parts, single
+
     def select_action(self, obs: Any, info: Mapping[str, Any] | None = None) -> np.ndarray:
-        """``(n, H, W, 3)`` uint8 -> ``(n, 2)`` actions; one ``(H, W, 3)`` image -> ``(2,)``."""
-        images = self._images(obs)
-        single = images.ndim == 3
-        batch = images[None] if single else images
+        """A batch of observations -> ``(n, 2)`` actions; one observation -> ``(2,)``.
+
+        Observations are the env's of ``obs_type``: ``(n, H, W, 3)`` uint8 images,
+        ``(n, S)`` states or ``{"pixels", "agent_pos"}``."""
+        batch, single = self._observation(obs)
         actions = self.policy.select_action(batch, generator=self.generator)
         out = actions.cpu().numpy().astype(np.float32)
         return out[0] if single else out
@@ -118,13 +156,13 @@ class BCAgent:
 
 
 class IBCAgent(BCAgent):
-    """Implicit BC: ``argmin_a E(image, a)`` by the policy's inference optimizer."""
+    """Implicit BC: ``argmin_a E(observation, a)`` by the policy's inference optimizer."""
 
     kind: ClassVar[str] = "implicit"
 
 
 class ExplicitBCAgent(BCAgent):
-    """Explicit BC: the same backbone regressing the action under MSE."""
+    """Explicit BC: the same observation encoder regressing the action under MSE."""
 
     kind: ClassVar[str] = "explicit"
 

@@ -169,6 +169,26 @@ class LeRobotDemoDataset:
         return str(self.env_kwargs.get("action_type", "position"))
 
     @property
+    def obs_keys(self) -> dict[str, str]:
+        """Item key -> the feature it is read from."""
+        return {"image": self.camera, **({"state": self.state_key} if self.state_key else {})}
+
+    @property
+    def inputs(self) -> str:
+        """What an item observes: ``"image"``, or ``"image_state"`` with ``state_key``."""
+        return "image" if self.states is None else "image_state"
+
+    @property
+    def state_dim(self) -> int:
+        """Dimensions of an item's ``"state"`` (0: none)."""
+        return 0 if self.states is None else int(self.states.shape[1])
+
+    @property
+    def obs_type(self) -> str:
+        """The env observation type an agent trained on these items acts from."""
+        return "pixels" if self.states is None else "pixels_agent_pos"
+
+    @property
     def episode_seeds(self) -> np.ndarray:
         return np.asarray(self.ibc_meta.get("episode_seeds", []), dtype=np.int64)
 

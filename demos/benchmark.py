@@ -2,7 +2,7 @@
 
 For each env (x action type) the demos are collected once (the largest number; smaller datasets
 are its first N episodes, on seeds disjoint from the evaluation seeds). Every cell (env x policy
-x demos x action type x training seed) trains with a checkpoint kept every ``--keep-every``
+x demos x action type x observation type x training seed) trains with a checkpoint kept every ``--keep-every``
 steps; the last ``--eval-last`` kept checkpoints are evaluated on ``--eval-episodes`` held-out
 seeds and the earlier ones on the first ``--early-eval-episodes`` of them, through ``rollout()``.
 
@@ -98,7 +98,7 @@ def _run_cells(cfg: BenchmarkConfig, todo: list[Cell], bar: tqdm) -> None:
         bar.update(1)
         write_results(cfg)
 
-    if cfg.jobs == 1 or len(todo) == 1:
+    if cfg.jobs == 1 or len(todo) <= 1:
         for cell in todo:
             run_cell(cfg, cell)
             finished()
@@ -125,7 +125,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     for env in cfg.envs:
         for action_type in cfg.action_types:
-            prepare_datasets(cfg, env, action_type)
+            for obs_type in cfg.obs_types:
+                prepare_datasets(cfg, env, action_type, obs_type)
     cells = cfg.cells()
     todo = [c for c in cells if read_rows(cfg, c) is None]
     print(

@@ -46,11 +46,13 @@ def read_rows(cfg: BenchmarkConfig, cell: Cell) -> list[dict[str, Any]] | None:
 
 
 # ------------------------------------------------------------------------------------ datasets
-def prepare_datasets(cfg: BenchmarkConfig, env: str, action_type: str) -> list[Path]:
+def prepare_datasets(
+    cfg: BenchmarkConfig, env: str, action_type: str, obs_type: str = "pixels"
+) -> list[Path]:
     """Collect ``max(cfg.demos)`` expert episodes once and write the first N of them for every
     other N; returns the dataset paths in the order of ``cfg.demos``. Existing files are kept."""
     largest = max(cfg.demos)
-    full = cfg.dataset_path(env, action_type, largest)
+    full = cfg.dataset_path(env, action_type, largest, obs_type)
     if not full.exists():
         with contextlib.redirect_stdout(io.StringIO()):
             collect(
@@ -60,13 +62,14 @@ def prepare_datasets(cfg: BenchmarkConfig, env: str, action_type: str) -> list[P
                     out=full,
                     seed=cfg.data_seed,
                     image_size=cfg.image_size,
+                    obs_type=obs_type,  # type: ignore[arg-type]
                     progress=False,
                     **action_type_kwargs(action_type),
                 )
             )
     paths = []
     for n in cfg.demos:
-        path = cfg.dataset_path(env, action_type, n)
+        path = cfg.dataset_path(env, action_type, n, obs_type)
         if not path.exists():
             write_subset(full, path, n)
         paths.append(path)
@@ -122,7 +125,7 @@ def run_cell(cfg: BenchmarkConfig, cell: Cell) -> list[dict[str, Any]]:
         policy, configs = cfg.policy_configs(cell.policy)
         run_train(
             TrainJobConfig(
-                data=cfg.dataset_path(cell.env, cell.action_type, cell.n_demos),
+                data=cfg.dataset_path(cell.env, cell.action_type, cell.n_demos, cell.obs_type),
                 policy=policy,  # type: ignore[arg-type]
                 out=run_dir,
                 env=cell.env,

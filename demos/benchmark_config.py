@@ -1,9 +1,12 @@
 """The grid of ``ibc-gym benchmark``: its options, their checks, and the cells and datasets they
 expand to.
 
-A *cell* is one training run (env x policy x number of demos x action type x training seed)
-plus the evaluation of its kept checkpoints. A *dataset* is shared by every cell with the same
-env, action type and number of demos: the first N episodes of one collection of ``max(--demos)``.
+A *cell* is one training run (env x policy x number of demos x action type x observation type x
+training seed) plus the evaluation of its kept checkpoints. A *dataset* is shared by every cell
+with the same env, action type, observation type and number of demos: the first N episodes of one
+collection of ``max(--demos)``. The observation type (``--obs-types``, the env's ``obs_type``)
+picks the policies' inputs: images, states or images + agent position. Names and settings of
+``pixels`` cells and datasets are those of grids from before the option existed.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ POLICIES: tuple[str, ...] = (
     "implicit-autoregressive_dfo",
 )
 ACTION_TYPES: tuple[str, ...] = ("position", "delta")
+OBS_TYPES: tuple[str, ...] = ("pixels", "state", "pixels_agent_pos")
+DEFAULT_OBS_TYPES: tuple[str, ...] = ("pixels",)
 
 # Whether ``CollectConfig`` (and so the envs) takes an action type yet; see action_type_kwargs.
 COLLECT_HAS_ACTION_TYPE = "action_type" in {f.name for f in dataclasses.fields(CollectConfig)}
@@ -76,6 +81,12 @@ def env_slug(env_id: str) -> str:
     return env_id.split("/")[-1]
 
 
+def obs_suffix(obs_type: str) -> str:
+    """``"_<obs_type>"`` in cell and dataset names, empty for pixels (the names before the
+    option existed)."""
+    return "" if obs_type == "pixels" else f"_{obs_type}"
+
+
 @dataclass(frozen=True, order=True)
 class Cell:
     """One training run of the grid and the evaluation of its checkpoints."""
@@ -85,10 +96,14 @@ class Cell:
     action_type: str
     seed: int
     policy: str
+    obs_type: str = "pixels"
 
     @property
     def name(self) -> str:
-        return f"{env_slug(self.env)}_{self.policy}_n{self.n_demos}_{self.action_type}_s{self.seed}"
+        return (
+            f"{env_slug(self.env)}_{self.policy}_n{self.n_demos}_{self.action_type}"
+            f"{obs_suffix(self.obs_type)}_s{self.seed}"
+        )
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -96,6 +111,7 @@ class Cell:
             "policy": self.policy,
             "n_demos": self.n_demos,
             "action_type": self.action_type,
+            "obs_type": self.obs_type,
             "seed": self.seed,
         }
 
@@ -122,6 +138,11 @@ class BenchmarkConfig:
     )
     action_types: tuple[str, ...] = help_field(
         ("position",), f"env action types ({', '.join(ACTION_TYPES)})", check=one_of(*ACTION_TYPES)
+    )
+    obs_types: tuple[str, ...] = help_field(
+        DEFAULT_OBS_TYPES,
+        f"env observation types, the policies' inputs ({', '.join(OBS_TYPES)})",
+        check=one_of(*OBS_TYPES),
     )
     data_seed: int = help_field(
         0, "demo episode i is reset with data-seed + i (the expert's seed too)", min=0
@@ -173,6 +194,8 @@ class BenchmarkConfig:
             if f.name not in RUN_OPTIONS
         }
         d["models"] = config_to_dict(self.models)
+        if self.obs_types == DEFAULT_OBS_TYPES:  # grids from before the option read the same
+            del d["obs_types"]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     def row_settings(self) -> dict[str, Any]:
@@ -189,7 +212,7 @@ class BenchmarkConfig:
             if k == "models":
                 if v != defaults[k]:
                     parts.append("[--implicit.*/--explicit.* as in grid.json]")
-            elif v != defaults[k]:
+            elif k not in defaults or v != defaults[k]:
                 parts.append(
                     f"--{k.replace('_', '-')} "
                     + (" ".join(map(str, v)) if isinstance(v, list) else str(v))
@@ -217,18 +240,22 @@ class BenchmarkConfig:
 
     def cells(self) -> list[Cell]:
         return [
-            Cell(env, n, at, seed, policy)
+            Cell(env, n, at, seed, policy, ot)
             for env in self.envs
             for n in self.demos
             for at in self.action_types
+            for ot in self.obs_types
             for seed in self.seeds
             for policy in self.policies
         ]
 
-    def dataset_path(self, env: str, action_type: str, n_demos: int) -> Path:
-        return (
-            self.out / "data" / f"{env_slug(env)}_{action_type}_seed{self.data_seed}_n{n_demos}.h5"
+    def dataset_path(
+        self, env: str, action_type: str, n_demos: int, obs_type: str = "pixels"
+    ) -> Path:
+        name = (
+            f"{env_slug(env)}_{action_type}{obs_suffix(obs_type)}_seed{self.data_seed}_n{n_demos}"
         )
+        return self.out / "data" / f"{name}.h5"
 
 
 def _check_names(option: str, given: tuple[Any, ...], known: tuple[Any, ...], what: str) -> None:
@@ -248,6 +275,7 @@ def _check_grid(cfg: BenchmarkConfig) -> None:
     _check_names("envs", cfg.envs, envs.ENV_IDS, "env")
     _check_names("policies", cfg.policies, POLICIES, "policy")
     _check_names("action-types", cfg.action_types, ACTION_TYPES, "action type")
+    _check_names("obs-types", cfg.obs_types, OBS_TYPES, "observation type")
     for at in cfg.action_types:
         action_type_kwargs(at)
     for option in ("seeds", "demos"):

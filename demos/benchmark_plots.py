@@ -15,7 +15,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from demos.benchmark_summary import cell_stats, group_rows, group_stats
+from demos.benchmark_summary import cell_stats, group_rows, group_stats, row_value
 from demos.viz.plotting import new_figure, save_figure
 
 POLICY_COLORS = {"implicit": "tab:blue", "explicit": "tab:orange"}
@@ -115,7 +115,10 @@ def data_efficiency_figure(rows: list[dict[str, Any]], last: int = 5) -> Figure:
 
 
 def write_plots(rows: list[dict[str, Any]], out: Path, last: int = 5) -> list[Path]:
-    """Write ``stability.png`` and ``data_efficiency.png`` to ``out`` atomically."""
+    """Write ``stability.png`` and ``data_efficiency.png`` to ``out`` atomically (with several
+    observation types, a line is a policy on one of them: ``"implicit state"``)."""
+    if len({row_value(r, "obs_type") for r in rows}) > 1:
+        rows = [{**r, "policy": f"{r['policy']} {row_value(r, 'obs_type')}"} for r in rows]
     return [
         save_figure(stability_figure(rows, last), out / "stability.png"),
         save_figure(data_efficiency_figure(rows, last), out / "data_efficiency.png"),

@@ -1,6 +1,7 @@
 """The statistics and ``summary.md`` of ``ibc-gym benchmark`` from its results rows.
 
-Per env x policy x number of demos x action type (a *group*, over training seeds), at each
+Per env x policy x number of demos x action type x observation type (a *group*, over training
+seeds), at each
 cell's final checkpoint: the success rate's mean and sample standard deviation (``ddof=1``; 0
 for one seed) over the seeds, the pooled 95% Wilson interval (all seeds' episodes together), and
 the policy's ms per control step. Per cell: the *spread*, max minus min success over its last
@@ -17,7 +18,12 @@ from typing import Any
 from demos.evaluate import wilson_interval
 
 SPREAD_GOAL = 0.10  # at most 10 points of success between the last checkpoints (implicit)
-GROUP_KEYS = ("env", "policy", "n_demos", "action_type")
+GROUP_KEYS = ("env", "policy", "n_demos", "action_type", "obs_type")
+ROW_DEFAULTS = {"obs_type": "pixels"}  # rows written before the setting existed
+
+
+def row_value(row: dict[str, Any], key: str) -> Any:
+    return row[key] if key in row or key not in ROW_DEFAULTS else ROW_DEFAULTS[key]
 
 
 def group_rows(
@@ -25,7 +31,7 @@ def group_rows(
 ) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+        groups.setdefault(tuple(row_value(r, k) for k in keys), []).append(r)
     return groups
 
 
@@ -37,7 +43,7 @@ def cell_stats(rows: list[dict[str, Any]], last: int) -> list[dict[str, Any]]:
         tail = [r["success_rate"] for r in ordered[-last:]]
         out.append(
             {
-                **{k: ordered[-1][k] for k in (*GROUP_KEYS, "seed")},
+                **{k: row_value(ordered[-1], k) for k in (*GROUP_KEYS, "seed")},
                 "final": ordered[-1],
                 "spread": max(tail) - min(tail),
                 "spread_checkpoints": len(tail),
@@ -77,6 +83,27 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
+def format_obs_table(groups: list[dict[str, Any]]) -> list[str]:
+    """The IBC paper's Table 3 layout: one row per env (x demos x action type), one column per
+    policy x observation type, the mean success over seeds (``n`` seeds)."""
+    columns = list(dict.fromkeys((g["policy"], g["obs_type"]) for g in groups))
+    by_row = group_rows(groups, ("env", "n_demos", "action_type"))
+    lines = [
+        "## Policies x observation types (mean success over seeds)",
+        "",
+        "| env | demos | action | " + " | ".join(f"{p}, {o}" for p, o in columns) + " |",
+        "|---|---:|---|" + "---:|" * len(columns),
+    ]
+    for (env, n, at), grows in by_row.items():
+        cell = {(g["policy"], g["obs_type"]): g for g in grows}
+        values = [
+            f"{_pct(cell[c]['success_mean'])} (n={len(cell[c]['seeds'])})" if c in cell else "-"
+            for c in columns
+        ]
+        lines.append(f"| {env} | {n} | {at} | " + " | ".join(values) + " |")
+    return lines
+
+
 def format_summary(rows: list[dict[str, Any]], last: int, command: str = "") -> str:
     """``summary.md``: the group table, the per-cell stability table and the cells' wall time."""
     lines = ["# ibc-gym benchmark", ""]
@@ -88,24 +115,29 @@ def format_summary(rows: list[dict[str, Any]], last: int, command: str = "") -> 
         f"{last} evaluated checkpoints (goal for the implicit policy: at most "
         f"{100 * SPREAD_GOAL:.0f} points).",
         "",
-        "| env | policy | demos | action | seeds | step | success mean | std | pooled 95% CI "
+        "| env | policy | demos | action | obs | seeds | step | success mean | std | pooled 95% CI "
         "| episodes | max spread | policy ms/step |",
-        "|---|---|---:|---|---:|---:|---:|---:|---|---:|---:|---:|",
+        "|---|---|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
-    for g in group_stats(rows, last):
+    groups = group_stats(rows, last)
+    for g in groups:
         lo, hi = g["pooled_ci95"]
         lines.append(
-            f"| {g['env']} | {g['policy']} | {g['n_demos']} | {g['action_type']} | {len(g['seeds'])} "
+            f"| {g['env']} | {g['policy']} | {g['n_demos']} | {g['action_type']} | {g['obs_type']} "
+            f"| {len(g['seeds'])} "
             f"| {g['step']} | {_pct(g['success_mean'])} | {100 * g['success_std']:.1f} pts "
             f"| {_pct(lo)}-{_pct(hi)} | {g['episodes']} | {100 * g['max_spread']:.0f} pts "
             f"| {g['policy_ms_per_step']:.1f} |"
         )
+    if len({g["obs_type"] for g in groups}) > 1:
+        lines += ["", *format_obs_table(groups)]
     lines += [
         "",
         "## Stability per cell",
         "",
-        "| env | policy | demos | action | seed | final success | spread | checkpoints | goal met |",
-        "|---|---|---:|---|---:|---:|---:|---:|---|",
+        "| env | policy | demos | action | obs | seed | final success | spread | checkpoints "
+        "| goal met |",
+        "|---|---|---:|---|---|---:|---:|---:|---:|---|",
     ]
     for c in cell_stats(rows, last):
         goal = (
@@ -114,7 +146,8 @@ def format_summary(rows: list[dict[str, Any]], last: int, command: str = "") -> 
             else "-"
         )
         lines.append(
-            f"| {c['env']} | {c['policy']} | {c['n_demos']} | {c['action_type']} | {c['seed']} "
+            f"| {c['env']} | {c['policy']} | {c['n_demos']} | {c['action_type']} | {c['obs_type']} "
+            f"| {c['seed']} "
             f"| {_pct(c['final']['success_rate'])} | {100 * c['spread']:.0f} pts "
             f"| {c['spread_checkpoints']} | {goal} |"
         )

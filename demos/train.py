@@ -10,6 +10,11 @@ dfo`` then changes only the inference), ``--explicit.*`` the ``ExplicitPolicyCon
 (``agents.lerobot``; ``ibc-gym export`` writes one; ``--env`` names the env of a folder recorded
 elsewhere, ``--camera`` its image feature).
 
+The model follows the dataset's observation type: images (``obs_type="pixels"``: CNN keypoints),
+states (``"state"``: an MLP over the state vector, normalized by the dataset's mean and std) or
+both (``"pixels_agent_pos"``: keypoints concatenated with the agent position); both policies get
+the same inputs, and the checkpoint records them.
+
 The run folder gets ``ckpt_last.pt`` (self-describing: weights, configs, action bounds, the env
 and demo seeds it was trained on), ``metrics.jsonl`` and ``energy_snapshots.npz``.
 ``--resume`` continues an interrupted run exactly where it stopped.
@@ -28,7 +33,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from agents.lerobot import open_demos
+from agents.dataset import DemoDataset
+from agents.lerobot import LeRobotDemoDataset, open_demos
 from demos.args import check_options, help_field, registered_env
 from demos.launch import in_torchrun
 from ebm_policy import (
@@ -48,6 +54,7 @@ from ebm_policy import (
 )
 from ebm_policy.checkpoint import load_checkpoint
 from ebm_policy.distributed import current_rank
+from ebm_policy.normalize import state_stats_from_dataset
 from ebm_policy.trainer import CKPT_LAST
 
 METHODS = ("dfo", "langevin", "autoregressive_dfo")
@@ -83,10 +90,19 @@ class PolicyConfigs:
                     f"PolicyConfigs.backbone (both policies use it)"
                 )
 
-    def chosen(self, policy: str, action_dim: int) -> ImplicitPolicyConfig | ExplicitPolicyConfig:
-        """The config of ``policy`` with the shared backbone and the dataset's action dimension."""
+    def chosen(
+        self, policy: str, action_dim: int, inputs: str = "image", state_dim: int = 0
+    ) -> ImplicitPolicyConfig | ExplicitPolicyConfig:
+        """The config of ``policy`` with the shared backbone and the dataset's action dimension
+        and observed inputs (``"image"``, ``"state"`` or ``"image_state"``, ``state_dim``)."""
         cfg = self.implicit if policy == "implicit" else self.explicit
-        model = replace(cfg.model, action_dim=action_dim, backbone=self.backbone)
+        model = replace(
+            cfg.model,
+            action_dim=action_dim,
+            inputs=inputs,
+            state_dim=state_dim,
+            backbone=self.backbone,
+        )
         return replace(cfg, model=model)  # type: ignore[arg-type]
 
 
@@ -149,28 +165,39 @@ def tiny_policies(method: str = "dfo") -> PolicyConfigs:
 
 
 def build_policy(
-    cfg: TrainJobConfig, low: Any, high: Any, action_dim: int
+    cfg: TrainJobConfig, dataset: DemoDataset | LeRobotDemoDataset
 ) -> ImplicitPolicy | ExplicitPolicy:
-    """The policy ``cfg`` describes, with action bounds ``low``/``high``."""
-    config = cfg.policies.chosen(cfg.policy, action_dim)
-    if isinstance(config, ImplicitPolicyConfig):
-        return ImplicitPolicy(config, low, high, seed=cfg.train.seed)
-    return ExplicitPolicy(config, low, high, seed=cfg.train.seed)
+    """The policy ``cfg`` describes for ``dataset``: its action bounds, its observed inputs and
+    (with a state input) its state statistics."""
+    low, high = action_bounds_from_dataset(dataset)
+    config = cfg.policies.chosen(cfg.policy, dataset.action_dim, dataset.inputs, dataset.state_dim)
+    mean, std = state_stats_from_dataset(dataset) if dataset.state_dim else (None, None)
+    cls = ImplicitPolicy if isinstance(config, ImplicitPolicyConfig) else ExplicitPolicy
+    return cls(config, low, high, state_mean=mean, state_std=std, seed=cfg.train.seed)  # type: ignore[arg-type]
 
 
 def check_fits_checkpoint(data: Path, dataset: Any, ckpt_path: Path) -> None:
     """Raise ``ValueError`` when ``dataset``'s action dimension or image shape differs from those
-    of the policy in ``ckpt_path`` (nothing to check when it does not exist)."""
+    of the policy in ``ckpt_path`` (nothing to check when it does not exist; a change of input
+    kind, e.g. states for images, is the trainer's to report)."""
     if not ckpt_path.is_file():
         return
     ckpt = load_checkpoint(ckpt_path, map_location="cpu")
     action_dim = int(ckpt["config"]["model"]["action_dim"])
-    shape = tuple(int(v) for v in ckpt["metadata"].get("image_shape", dataset.image_shape))
-    if (dataset.action_dim, tuple(dataset.image_shape)) != (action_dim, shape):
+    trained = ckpt["metadata"].get("image_shape", dataset.image_shape)
+    shape = None if trained is None else tuple(int(v) for v in trained)
+    given = None if dataset.image_shape is None else tuple(dataset.image_shape)
+    if given is None or shape is None:  # other inputs: the trainer names both kinds
+        given = shape = None
+    if (dataset.action_dim, given) != (action_dim, shape):
+
+        def images(s: tuple[int, ...] | None) -> str:
+            return "no" if s is None else "x".join(map(str, s))
+
         raise ValueError(
-            f"{data}: {dataset.action_dim}-D actions and {'x'.join(map(str, dataset.image_shape))} "
-            f"images do not fit the policy in {ckpt_path} ({action_dim}-D actions, "
-            f"{'x'.join(map(str, shape))} images); train it into another --out"
+            f"{data}: {dataset.action_dim}-D actions and {images(given)} images do not fit the "
+            f"policy in {ckpt_path} ({action_dim}-D actions, {images(shape)} images); train it "
+            f"into another --out"
         )
 
 
@@ -191,12 +218,13 @@ def run_train(cfg: TrainJobConfig) -> Path:
     dataset = open_demos(cfg.data, env_id=cfg.env, in_memory=cfg.in_memory, camera=cfg.camera)
     if cfg.resume:
         check_fits_checkpoint(cfg.data, dataset, cfg.out / CKPT_LAST)
-    low, high = action_bounds_from_dataset(dataset)
-    policy = build_policy(cfg, low, high, dataset.action_dim)
+    policy = build_policy(cfg, dataset)
     metadata = {
         "env_id": dataset.env_id,
         "env_kwargs": dataset.env_kwargs,
-        "image_shape": list(dataset.image_shape),
+        "obs_type": dataset.obs_type,
+        "image_shape": list(dataset.image_shape) if dataset.image_shape else None,
+        "state_dim": dataset.state_dim,
         "dataset": str(cfg.data),
         "num_episodes": dataset.num_episodes,
         "num_samples": len(dataset),
@@ -208,10 +236,15 @@ def run_train(cfg: TrainJobConfig) -> Path:
         else ""
     )
     where = f" on {rank.world_size} processes" if rank.enabled else ""
+    observed = {
+        "image": f"{'x'.join(map(str, dataset.image_shape or ()))} images",
+        "state": f"{dataset.state_dim}-dim states",
+    }
+    inputs = " + ".join(observed[k] for k in ("image", "state") if k in dataset.obs_keys)
     if rank.master:
         print(
             f"training {cfg.policy}{method}{where} on {dataset.num_episodes} episodes / {len(dataset)} samples "
-            f"of {dataset.env_id or 'an unnamed env (pass --env)'} ({'x'.join(map(str, dataset.image_shape))} images) -> {cfg.out}"
+            f"of {dataset.env_id or 'an unnamed env (pass --env)'} ({inputs}) -> {cfg.out}"
         )
     train(policy, dataset, cfg.train, cfg.out, resume=cfg.resume, metadata=metadata)
     return cfg.out / "ckpt_last.pt"

@@ -49,7 +49,11 @@ def record_videos(cfg: VideoConfig) -> list[Path]:
         from agents.learned import load_agent
 
         policy = load_agent(cfg.agent, env_id=cfg.env)
-        env_kwargs.update(image_size=policy.image_size, action_type=policy.action_type)
+        env_kwargs.update(
+            obs_type=getattr(policy, "obs_type", "pixels"),
+            image_size=policy.image_size,
+            action_type=policy.action_type,
+        )
         label = policy.kind
     env = make_vector_env(cfg.env, 1, **env_kwargs)
     try:

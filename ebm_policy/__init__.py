@@ -1,6 +1,6 @@
-"""Implicit behavioral cloning: energy-based policies over images, trained with InfoNCE and
-driven by an inference optimizer (DFO, Langevin MCMC or autoregressive DFO), plus the explicit
-(MSE) baseline.
+"""Implicit behavioral cloning: energy-based policies over images, states or both, trained with
+InfoNCE and driven by an inference optimizer (DFO, Langevin MCMC or autoregressive DFO), plus the
+explicit (MSE) baseline.
 
 An independent library: it knows nothing of ``envs``, ``agents`` or ``demos``. Energy convention:
 LOWER energy = better action, everywhere.
@@ -15,6 +15,13 @@ Typical use::
     actions = policy.select_action(images_uint8_bhwc, optimizer=LangevinConfig())  # another optimizer
 
     langevin = ImplicitPolicyConfig.for_method("langevin")  # chain counter-examples + penalty
+
+    # From states (an MLP over [state, action]) or images + proprio: the model's inputs, and the
+    # dataset's state statistics (items {"state": (S,), "action": (A,)}, or with "image" too).
+    mean, std = state_stats_from_dataset(dataset)
+    cfg = ImplicitPolicyConfig(model=EBMConfig(action_dim=2, inputs="state", state_dim=mean.size))
+    policy = ImplicitPolicy(cfg, low, high, state_mean=mean, state_std=std, seed=0)
+    actions = policy.select_action(states=states_bs)  # or {"image": ..., "state": ...}
 
 A script that calls ``train`` trains on several processes when started by torchrun
 (``torchrun --nproc-per-node 4 script.py``): DistributedDataParallel, rank 0 writes (see
@@ -49,7 +56,12 @@ from ebm_policy.losses import info_nce_loss, make_candidates
 from ebm_policy.metrics_log import read_metrics
 from ebm_policy.models import EBMConvMLP, ExplicitConvMLP
 from ebm_policy.modules import CNN, CoordConv, ResidualBlock, SpatialSoftArgmax
-from ebm_policy.normalize import ActionBounds, action_bounds_from_dataset
+from ebm_policy.normalize import (
+    ActionBounds,
+    StateNormalizer,
+    action_bounds_from_dataset,
+    state_stats_from_dataset,
+)
 from ebm_policy.optimizers import (
     OPTIMIZERS,
     ActionEnergy,
@@ -117,6 +129,8 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "action_bounds_from_dataset",
+    "StateNormalizer",
+    "state_stats_from_dataset",
     "build_optimizer",
     "config_from_dict",
     "config_to_dict",

@@ -7,6 +7,9 @@ A checkpoint is a ``torch.save``d dict of plain types and tensors::
     kind            "implicit" | "explicit"
     config          the policy config as plain dicts (every component's config)
     action_bounds   {"low": [...], "high": [...], "padding": float} (also in the weights)
+    inputs          optional: {"inputs": "image" | "state" | "image_state", "state_dim": int,
+                    "state_mean": [...], "state_std": [...]} (what the model observes; also in
+                    the config and the weights; checkpoints without it observe images)
     state_dict      the policy's weights and buffers
     step            training steps done
     metadata        free-form JSON-like dict (env id, image shape, dataset info, ...)
@@ -40,6 +43,7 @@ _REQUIRED = ("kind", "config", "action_bounds", "state_dict", "step", "metadata"
 # checkpoints (a missing key means the option did not exist yet, not "use today's default").
 _LEGACY_CNN = {"padding_mode": "zeros", "center_input": False, "conv_bias": True}
 _LEGACY_DFO = {"resampling": "multinomial"}
+_LEGACY_MODEL = {"inputs": "image", "state_dim": 0}  # before state inputs: images only
 # Sections renamed when the optimizer seam came: {"dfo": {...}} -> {"optimizer": {"kind": "dfo"}}.
 _RENAMED = {"dfo": "optimizer", "infonce": "loss"}
 _KINDS = {"optimizer": "dfo", "loss": "infonce"}
@@ -77,6 +81,10 @@ def checkpoint_dict(
 ) -> dict[str, Any]:
     """The checkpoint payload of ``policy`` (see the module docstring)."""
     bounds = policy.bounds
+    inputs: dict[str, Any] = {"inputs": policy.inputs, "state_dim": policy.state_dim}
+    if policy.state_norm is not None:
+        inputs["state_mean"] = policy.state_norm.mean.tolist()
+        inputs["state_std"] = policy.state_norm.std.tolist()
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -87,6 +95,7 @@ def checkpoint_dict(
             "high": bounds.high.tolist(),
             "padding": bounds.padding,
         },
+        "inputs": inputs,
         "state_dict": {k: v.detach().cpu() for k, v in policy.state_dict().items()},
         "step": int(step),
         "metadata": _plain_metadata(metadata),
@@ -197,7 +206,7 @@ def upgrade_config(config: Any) -> Any:
     legacy_dfo = (
         optimizer if isinstance(optimizer, dict) and optimizer.get("kind") == "dfo" else None
     )
-    for section, legacy in ((cnn, _LEGACY_CNN), (legacy_dfo, _LEGACY_DFO)):
+    for section, legacy in ((cnn, _LEGACY_CNN), (legacy_dfo, _LEGACY_DFO), (model, _LEGACY_MODEL)):
         if isinstance(section, dict):
             for key, value in legacy.items():
                 section.setdefault(key, value)
@@ -228,10 +237,11 @@ def policy_from_checkpoint(
             raise CheckpointError(f"{source}: {e}") from None
     try:
         bounds = ckpt["action_bounds"]
-        policy = cls(config, bounds["low"], bounds["high"])
+        policy = cls(config, bounds["low"], bounds["high"])  # state statistics: in the weights
         policy.load_state_dict(ckpt["state_dict"])
     except (ValueError, TypeError, KeyError, RuntimeError) as e:
         raise CheckpointError(f"{source}: cannot rebuild the {ckpt['kind']} policy: {e}") from e
+    policy.source = source
     policy.eval()
     assert isinstance(policy, (ImplicitPolicy, ExplicitPolicy))
     return policy

@@ -104,11 +104,38 @@ class BackboneConfig:
     softargmax: SoftArgmaxConfig = param(factory=SoftArgmaxConfig, help="spatial soft-argmax")
 
 
+INPUTS: tuple[str, ...] = ("image", "state", "image_state")
+"""What a model observes: ``"image"`` (the CNN's soft-argmax keypoints), ``"state"`` (a state
+vector, the paper's state-based setting: an MLP over ``[state, action]``) or ``"image_state"``
+(the keypoints concatenated with a proprio vector such as the agent position)."""
+
+Inputs = Literal["image", "state", "image_state"]
+
+
+def _check_inputs(cfg: Any) -> None:
+    """``ValueError`` unless ``state_dim`` is set exactly when the inputs include a state."""
+    needs_state = cfg.inputs in ("state", "image_state")
+    if needs_state and cfg.state_dim < 1:
+        raise ValueError(f"{type(cfg).__name__}: inputs {cfg.inputs!r} need state_dim >= 1")
+    if not needs_state and cfg.state_dim != 0:
+        raise ValueError(
+            f"{type(cfg).__name__}: inputs {cfg.inputs!r} take no state, got state_dim "
+            f"{cfg.state_dim}"
+        )
+
+
 @dataclass(frozen=True)
 class EBMConfig:
-    """Energy model ``E(image, action) -> scalar`` (``models.EBMConvMLP``); lower is better."""
+    """Energy model ``E(observation, action) -> scalar`` (``models.EBMConvMLP``); lower is better.
+
+    ``inputs`` and ``state_dim`` come from the dataset (``ibc-gym train`` sets them from its
+    observation type); the backbone is unused (and has no weights) for ``inputs="state"``."""
 
     action_dim: int = param(2, "action dimensions", min=1, cli=False)
+    inputs: Inputs = param(
+        "image", "observed inputs: image, state or image_state", check=one_of(*INPUTS), cli=False
+    )
+    state_dim: int = param(0, "state vector dimensions (0: no state input)", min=0, cli=False)
     backbone: BackboneConfig = param(factory=BackboneConfig, flatten=True, help="image encoder")
     hidden_dims: tuple[int, ...] = param(
         (256,), "energy MLP hidden widths (reference: one of 256)", min=1
@@ -116,15 +143,21 @@ class EBMConfig:
 
     def __post_init__(self) -> None:
         check_params(self)
+        _check_inputs(self)
         if not self.hidden_dims:
             raise ValueError("EBMConfig: the energy MLP needs at least one hidden layer")
 
 
 @dataclass(frozen=True)
 class ExplicitConfig:
-    """MSE regression baseline (``models.ExplicitConvMLP``), same backbone as the EBM."""
+    """MSE regression baseline (``models.ExplicitConvMLP``), same backbone and inputs as the
+    EBM."""
 
     action_dim: int = param(2, "action dimensions", min=1, cli=False)
+    inputs: Inputs = param(
+        "image", "observed inputs: image, state or image_state", check=one_of(*INPUTS), cli=False
+    )
+    state_dim: int = param(0, "state vector dimensions (0: no state input)", min=0, cli=False)
     backbone: BackboneConfig = param(factory=BackboneConfig, flatten=True, help="image encoder")
     hidden_dims: tuple[int, ...] = param((256,), "MLP hidden widths", min=1)
     dropout: float = param(
@@ -133,6 +166,7 @@ class ExplicitConfig:
 
     def __post_init__(self) -> None:
         check_params(self)
+        _check_inputs(self)
 
 
 @dataclass(frozen=True)

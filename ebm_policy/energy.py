@@ -1,18 +1,18 @@
 """``ModelEnergy``: an energy model's view for inference optimizers (``optimizers.ActionEnergy``).
 
-The images are encoded once; every call scores actions with the energy head only, in chunks of at
+The observations (images, states or both) are encoded once; every call scores actions with the energy head only, in chunks of at
 most ``max_rows`` actions so memory stays bounded for any number of samples. Optimizers see
 energies, gradients and prefix energies, never the model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import Tensor
 
-from ebm_policy.models import EBMConvMLP
+from ebm_policy.models import EBMConvMLP, ModelInput
 from ebm_policy.workspace import Workspace
 
 
@@ -51,25 +51,44 @@ class ModelEnergy:
         self.has_prefix_energies = model.prefix_energies
 
     @classmethod
-    def of_images(
+    def of_observations(
         cls,
         model: EBMConvMLP,
-        images: Tensor,
+        obs: ModelInput,
         max_elements: int,
         workspace: Workspace | None = None,
         encode_group: int | None = None,
     ) -> ModelEnergy:
-        """Encode ``images (B, C, H, W)`` once, ``encode_group`` images at a time (all at once
-        when None); score ``max_elements`` hidden activations per chunk in ``workspace``."""
+        """Encode ``obs`` (the model's input: images ``(B, C, H, W)``, normalized states
+        ``(B, S)`` or both) once, ``encode_group`` observations at a time (all at once when
+        None); score ``max_elements`` hidden activations per chunk in ``workspace``."""
+        parts = obs if isinstance(obs, Mapping) else {"": obs}
+        b = int(next(iter(parts.values())).shape[0])
+        group = b if encode_group is None else max(1, encode_group)
+
+        def piece(i: int) -> ModelInput:
+            if not isinstance(obs, Mapping):
+                return obs[i : i + group]
+            return {k: v[i : i + group] for k, v in obs.items()}
+
         with torch.no_grad():
-            group = images.shape[0] if encode_group is None else max(1, encode_group)
-            if images.shape[0] <= group:
-                features = model.encode(images)
+            if b <= group:
+                features = model.encode(obs)
             else:
-                features = torch.cat(
-                    [model.encode(images[i : i + group]) for i in range(0, len(images), group)]
-                )
+                features = torch.cat([model.encode(piece(i)) for i in range(0, b, group)])
         return cls(model, features, max_elements // model.hidden_width, workspace)
+
+    @classmethod
+    def of_images(
+        cls,
+        model: EBMConvMLP,
+        images: ModelInput,
+        max_elements: int,
+        workspace: Workspace | None = None,
+        encode_group: int | None = None,
+    ) -> ModelEnergy:
+        """``of_observations`` under its first name."""
+        return cls.of_observations(model, images, max_elements, workspace, encode_group)
 
     def __call__(self, actions: Tensor) -> Tensor:
         """``(B, M, A) -> (B, M)`` without autograd."""
@@ -98,10 +117,11 @@ class NaiveModelEnergy:
     """The reference's way, for comparison: re-encodes the images at every evaluation and runs
     the concatenated MLP on all ``B * M`` rows at once (``ibc-gym bench dfo``)."""
 
-    def __init__(self, model: EBMConvMLP, images: Tensor) -> None:
+    def __init__(self, model: EBMConvMLP, images: ModelInput) -> None:
         self.model = model
         self.images = images
-        self.batch_size = int(images.shape[0])
+        first = images if isinstance(images, Tensor) else next(iter(images.values()))
+        self.batch_size = int(first.shape[0])
         self.action_dim = model.cfg.action_dim
         self.has_prefix_energies = False
 

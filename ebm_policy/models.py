@@ -1,11 +1,18 @@
 """The energy model ``EBMConvMLP`` and the explicit regression baseline ``ExplicitConvMLP``.
 
 Energy convention (everywhere in ``ebm_policy``): LOWER energy = better action. The policy's action
-is ``argmin_a E(image, a)``; InfoNCE uses ``-E`` as the logits; the DFO resamples by
+is ``argmin_a E(observation, a)``; InfoNCE uses ``-E`` as the logits; the DFO resamples by
 ``softmax(-E)``.
+
+Both models observe what their config's ``inputs`` says (``ObservationEncoder``): images (CNN ->
+soft-argmax keypoints), a state vector (used as it is: the policy normalizes it), or both
+(keypoints and the state concatenated). Model inputs (``ModelInput``) are a tensor, the one input
+of an image-only or state-only model, or a mapping ``{"image": (B, C, H, W), "state": (B, S)}``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -13,6 +20,9 @@ from torch import Tensor, nn
 from ebm_policy.config import EBMConfig, ExplicitConfig
 from ebm_policy.modules import CNN, MLP, SpatialSoftArgmax
 from ebm_policy.workspace import Workspace
+
+ModelInput = Tensor | Mapping[str, Tensor]
+"""Images ``(B, C, H, W)`` float, states ``(B, S)`` float (normalized), or ``{"image", "state"}``."""
 
 
 class EnergyHead(nn.Module):
@@ -133,11 +143,68 @@ class EnergyHead(nn.Module):
         return self.rest(torch.relu(self.first(fused))).squeeze(-1)
 
 
-class EBMConvMLP(nn.Module):
+class ObservationEncoder(nn.Module):
+    """The observation part shared by both models: ``encode(obs) -> features (B, D)``.
+
+    ``D`` is ``2 * cnn.out_channels`` keypoint coordinates for images, ``state_dim`` for states,
+    their sum for both (keypoints first). The CNN and soft-argmax are the model's own ``cnn`` and
+    ``softargmax`` submodules (absent for a state-only model), so image-only weights keep their
+    names in checkpoints.
+    """
+
+    def _build_encoder(self, cfg: EBMConfig | ExplicitConfig) -> None:
+        self.inputs = cfg.inputs
+        self.state_dim = cfg.state_dim
+        image_dim = 0
+        if cfg.inputs != "state":
+            self.cnn = CNN(cfg.backbone.cnn)
+            self.softargmax = SpatialSoftArgmax(cfg.backbone.softargmax)
+            image_dim = 2 * cfg.backbone.cnn.out_channels
+        self.feature_dim = image_dim + cfg.state_dim
+
+    def split_input(self, obs: ModelInput) -> tuple[Tensor | None, Tensor | None]:
+        """``obs -> (images or None, states or None)`` as this model's inputs need them;
+        ``ValueError`` for a missing part or a state of the wrong size."""
+        uses_image, uses_state = self.inputs != "state", self.inputs != "image"
+        if isinstance(obs, Mapping):
+            missing = [k for k, used in (("image", uses_image), ("state", uses_state)) if used]
+            missing = [k for k in missing if k not in obs]
+            if missing:
+                raise ValueError(
+                    f"this model observes {self.inputs!r}; the input lacks {missing} "
+                    f"(it has {sorted(obs)})"
+                )
+            images = obs["image"] if uses_image else None
+            states = obs["state"] if uses_state else None
+        elif self.inputs == "image_state":
+            raise ValueError(
+                "this model observes images and states: pass {'image': ..., 'state': ...}"
+            )
+        else:
+            images, states = (obs, None) if uses_image else (None, obs)
+        if states is not None and (states.ndim != 2 or states.shape[-1] != self.state_dim):
+            raise ValueError(
+                f"expected states of shape (B, {self.state_dim}), got {tuple(states.shape)}"
+            )
+        return images, states
+
+    def encode(self, obs: ModelInput) -> Tensor:
+        """``obs -> features (B, D)``: keypoints of the images, the states, or both concatenated."""
+        images, states = self.split_input(obs)
+        parts = [] if images is None else [self.softargmax(self.cnn(images))]
+        if states is not None:
+            parts.append(states.to(parts[0].dtype) if parts else states.float())
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+
+class EBMConvMLP(ObservationEncoder):
     """Energy model: CNN -> spatial soft-argmax -> MLP over ``[features, action]`` -> energy.
 
-    ``forward(images (B, C, H, W), actions (B, N, A)) -> energies (B, N)``, lower = better.
-    Inference encodes each image once with ``encode`` and scores many actions with ``energy``.
+    ``forward(obs, actions (B, N, A)) -> energies (B, N)``, lower = better; ``obs`` is images
+    ``(B, C, H, W)`` by default (``ObservationEncoder``: with ``inputs="state"`` the features are
+    the state itself, so the model is an MLP over ``[state, action]``, the paper's state-based
+    EBM). Inference encodes each observation once with ``encode`` and scores many actions with
+    ``energy``.
 
     With ``prefix_energies`` the model also scores action prefixes, ``E_j(o, a_1..a_j)``: the
     head's action input is ``[a * m_j, m_j]`` with ``m_j`` the mask of the first ``j``
@@ -151,9 +218,7 @@ class EBMConvMLP(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.prefix_energies = prefix_energies
-        self.cnn = CNN(cfg.backbone.cnn)
-        self.softargmax = SpatialSoftArgmax(cfg.backbone.softargmax)
-        self.feature_dim = 2 * cfg.backbone.cnn.out_channels
+        self._build_encoder(cfg)
         action_in = 2 * cfg.action_dim if prefix_energies else cfg.action_dim
         self.head = EnergyHead(self.feature_dim, action_in, cfg.hidden_dims)
 
@@ -161,10 +226,6 @@ class EBMConvMLP(nn.Module):
     def hidden_width(self) -> int:
         """Width of the head's first hidden layer (what one scored action costs in memory)."""
         return self.cfg.hidden_dims[0]
-
-    def encode(self, images: Tensor) -> Tensor:
-        """``images (B, C, H, W) float -> features (B, D)``, D = 2 * cnn.out_channels."""
-        return self.softargmax(self.cnn(images))
 
     def head_input(self, actions: Tensor) -> Tensor:
         """``prefixes (B, N, j) -> head input (B, N, A or 2A)``: the prefix zero-padded to ``A``
@@ -201,36 +262,30 @@ class EBMConvMLP(nn.Module):
         energies, grad = self.head.forward_with_action_grad(features, self.head_input(actions))
         return energies, grad[..., : actions.shape[-1]]
 
-    def forward(self, images: Tensor, actions: Tensor) -> Tensor:
-        """``images (B, C, H, W), actions (B, N, A) -> energies (B, N)``."""
-        return self.energy(self.encode(images), actions)
+    def forward(self, obs: ModelInput, actions: Tensor) -> Tensor:
+        """``obs (images (B, C, H, W) ...), actions (B, N, A) -> energies (B, N)``."""
+        return self.energy(self.encode(obs), actions)
 
-    def forward_naive(self, images: Tensor, actions: Tensor) -> Tensor:
+    def forward_naive(self, obs: ModelInput, actions: Tensor) -> Tensor:
         """Same energies as ``forward`` computed like the reference (concatenated MLP input).
 
         ``(B, C, H, W), (B, N, A) -> (B, N)``; kept for benchmarks and equivalence tests.
         """
-        return self.head.forward_concat(self.encode(images), self.head_input(actions))
+        return self.head.forward_concat(self.encode(obs), self.head_input(actions))
 
 
-class ExplicitConvMLP(nn.Module):
-    """Regression baseline: same CNN + soft-argmax backbone, MLP -> action.
+class ExplicitConvMLP(ObservationEncoder):
+    """Regression baseline: the EBM's observation encoder (same inputs), MLP -> action.
 
-    ``forward(images (B, C, H, W)) -> actions (B, A)`` in normalized units.
+    ``forward(obs (images (B, C, H, W) ...)) -> actions (B, A)`` in normalized units.
     """
 
     def __init__(self, cfg: ExplicitConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.cnn = CNN(cfg.backbone.cnn)
-        self.softargmax = SpatialSoftArgmax(cfg.backbone.softargmax)
-        self.feature_dim = 2 * cfg.backbone.cnn.out_channels
+        self._build_encoder(cfg)
         self.mlp = MLP(self.feature_dim, cfg.hidden_dims, cfg.action_dim, dropout=cfg.dropout)
 
-    def encode(self, images: Tensor) -> Tensor:
-        """``images (B, C, H, W) float -> features (B, D)``."""
-        return self.softargmax(self.cnn(images))
-
-    def forward(self, images: Tensor) -> Tensor:
-        """``images (B, C, H, W) -> actions (B, A)``."""
-        return self.mlp(self.encode(images))
+    def forward(self, obs: ModelInput) -> Tensor:
+        """``obs (images (B, C, H, W) ...) -> actions (B, A)``."""
+        return self.mlp(self.encode(obs))

@@ -81,3 +81,55 @@ def action_bounds_from_dataset(dataset: Dataset) -> tuple[np.ndarray, np.ndarray
     if arr.shape[0] == 0:
         raise ValueError("cannot compute action bounds of an empty dataset")
     return arr.min(axis=0), arr.max(axis=0)
+
+
+MIN_STD = 1e-3  # a constant state entry gets this std so normalizing it stays finite
+
+
+class StateNormalizer(nn.Module):
+    """Buffers ``mean``/``std`` ``(S,)`` of the dataset's state vectors; ``normalize`` maps states
+    to zero mean and unit variance (``(..., S) -> (..., S)``). Saved with the weights."""
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(self, mean: ArrayLike, std: ArrayLike) -> None:
+        super().__init__()
+        mu = torch.as_tensor(np.asarray(mean, dtype=np.float32)).reshape(-1)
+        sd = torch.as_tensor(np.asarray(std, dtype=np.float32)).reshape(-1)
+        if mu.shape != sd.shape or mu.numel() == 0:
+            raise ValueError(
+                f"state mean and std need equal non-empty shapes, got {mu.shape}, {sd.shape}"
+            )
+        if not (torch.isfinite(mu).all() and torch.isfinite(sd).all()) or (sd <= 0).any():
+            raise ValueError(f"invalid state statistics mean={mu.tolist()} std={sd.tolist()}")
+        self.register_buffer("mean", mu)
+        self.register_buffer("std", sd)
+
+    @property
+    def state_dim(self) -> int:
+        return int(self.mean.numel())
+
+    def normalize(self, states: Tensor) -> Tensor:
+        """``(..., S) -> (..., S)``: ``(states - mean) / std``."""
+        return (states - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        return f"state_dim={self.state_dim}"
+
+
+def state_stats_from_dataset(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std of the dataset's states: ``-> mean (S,), std (S,)`` (std at
+    least ``MIN_STD``). Uses a ``states`` array attribute when the dataset has one, otherwise
+    reads every item's ``"state"``."""
+    states = getattr(dataset, "states", None)
+    if states is not None:
+        arr = np.asarray(states, dtype=np.float64)
+    else:
+        n = len(dataset)  # type: ignore[arg-type]
+        arr = np.stack([np.asarray(dataset[i]["state"], dtype=np.float64) for i in range(n)])
+    arr = arr.reshape(arr.shape[0], -1)
+    if arr.shape[0] == 0:
+        raise ValueError("cannot compute state statistics of an empty dataset")
+    std = np.maximum(arr.std(axis=0), MIN_STD)
+    return arr.mean(axis=0).astype(np.float32), std.astype(np.float32)

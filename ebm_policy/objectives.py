@@ -32,7 +32,7 @@ from ebm_policy.losses import (
     sample_uniform,
     split_energies,
 )
-from ebm_policy.models import EBMConvMLP
+from ebm_policy.models import EBMConvMLP, ModelInput
 from ebm_policy.optimizers import run_chain
 
 Objective = Callable[..., tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]]
@@ -41,7 +41,7 @@ Objective = Callable[..., tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]]
 def uniform_infonce(
     cfg: InfoNCEConfig,
     model: EBMConvMLP,
-    images: Tensor,
+    obs: ModelInput,
     positives: Tensor,
     low: Tensor,
     high: Tensor,
@@ -49,21 +49,21 @@ def uniform_infonce(
 ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
     """InfoNCE over ``num_counter_examples`` uniform counter-examples."""
     candidates, labels = make_candidates(positives, cfg.num_counter_examples, low, high, generator)
-    energies = model(images, candidates)
+    energies = model(obs, candidates)
     return info_nce_loss(energies, labels), energies, labels, {}
 
 
 def langevin_infonce(
     cfg: LangevinInfoNCEConfig,
     model: EBMConvMLP,
-    images: Tensor,
+    obs: ModelInput,
     positives: Tensor,
     low: Tensor,
     high: Tensor,
     generator: torch.Generator | None,
 ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
     """InfoNCE over chain-refined counter-examples + ``penalty_weight`` x gradient penalty."""
-    features = model.encode(images)
+    features = model.encode(obs)
     b, a = positives.shape
     start = sample_uniform((b, cfg.num_counter_examples, a), low, high, generator)
     chain_energy = ModelEnergy(model, features, max_rows=1 << 30)  # features detached inside
@@ -87,7 +87,7 @@ def langevin_infonce(
 def prefix_infonce(
     cfg: AutoregressiveInfoNCEConfig,
     model: EBMConvMLP,
-    images: Tensor,
+    obs: ModelInput,
     positives: Tensor,
     low: Tensor,
     high: Tensor,
@@ -96,7 +96,7 @@ def prefix_infonce(
     """Mean over ``j`` of InfoNCE on prefixes of length ``j``: ``K`` counter-examples per term,
     the first ``K - n_c`` uniform prefixes (shared by the terms), the last ``n_c =
     round(conditional_fraction * K)`` the expert's ``a_1..a_{j-1}`` with a uniform ``a_j``."""
-    features = model.encode(images)
+    features = model.encode(obs)
     b, a = positives.shape
     k = cfg.num_counter_examples
     n_cond = round(cfg.conditional_fraction * k)
@@ -128,18 +128,19 @@ OBJECTIVES: dict[type, Objective] = {
 def implicit_loss(
     cfg: Any,
     model: EBMConvMLP,
-    images: Tensor,
+    obs: ModelInput,
     positives: Tensor,
     low: Tensor,
     high: Tensor,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
-    """The objective ``cfg`` names: ``images (B, C, H, W), positives (B, A) -> (loss,
+    """The objective ``cfg`` names: ``obs`` (the model's input, e.g. images ``(B, C, H, W)``),
+    ``positives (B, A) -> (loss,
     energies (B, N + 1), labels (B,), metrics)``."""
     objective = OBJECTIVES.get(type(cfg))
     if objective is None:
         raise ValueError(f"unknown loss config {type(cfg).__name__}")
-    return objective(cfg, model, images, positives, low, high, generator)
+    return objective(cfg, model, obs, positives, low, high, generator)
 
 
 def energy_metrics(energies: Tensor, labels: Tensor) -> dict[str, float]:

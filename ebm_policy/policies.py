@@ -5,9 +5,16 @@
 metrics)``, so a ``DistributedDataParallel``-wrapped policy synchronizes the gradients of that
 loss; ``compute_loss`` is the same call under its older name.
 
-Batches are ``{"image": uint8 (B, H, W, C) channels-last, "action": float32 (B, A)}`` in the
-dataset's original action units; policies convert images to float CHW in [0, 1] and actions to the
-padded [-1, 1] box themselves, and ``select_action`` answers in original units.
+Batches are ``{"image": uint8 (B, H, W, C) channels-last, "state": float32 (B, S), "action":
+float32 (B, A)}`` in the dataset's original units, with the observation keys the model's
+``inputs`` uses (``"image"``, ``"state"`` or both; ``config.model.inputs``); policies convert
+images to float CHW in [0, 1], states to zero mean and unit variance (the dataset's statistics,
+kept in the weights like the action bounds) and actions to the padded [-1, 1] box themselves, and
+``select_action`` answers in original units.
+
+Observations at inference (``select_action``, ``energy``, ``action_energy``) are the same:
+positionally an array of images (or of states, for a state-only policy) or a mapping with the
+batch's keys; ``select_action`` also takes ``images=`` / ``states=`` keywords.
 """
 
 from __future__ import annotations
@@ -25,8 +32,8 @@ from torch import Tensor, nn
 from ebm_policy.config import ExplicitPolicyConfig, ImplicitPolicyConfig, check_optimizer_fits
 from ebm_policy.energy import ModelEnergy
 from ebm_policy.losses import split_energies
-from ebm_policy.models import EBMConvMLP, ExplicitConvMLP
-from ebm_policy.normalize import ActionBounds, ArrayLike
+from ebm_policy.models import EBMConvMLP, ExplicitConvMLP, ModelInput
+from ebm_policy.normalize import ActionBounds, ArrayLike, StateNormalizer
 from ebm_policy.objectives import energy_metrics, implicit_loss
 from ebm_policy.optimizers import (
     InferenceOptimizer,
@@ -38,6 +45,10 @@ from ebm_policy.runtime import retain_freed_memory_by_default
 from ebm_policy.workspace import Workspace
 
 Batch = Mapping[str, Any]
+Array = Tensor | np.ndarray
+Observation = Array | Mapping[str, Array]
+"""Images ``(B, H, W, C)`` (or states ``(B, S)`` for a state-only policy), or a mapping with the
+keys ``"image"`` and/or ``"state"``."""
 
 
 @contextlib.contextmanager
@@ -65,29 +76,111 @@ def images_to_tensor(images: Tensor | np.ndarray, device: torch.device, channels
 
 
 class _Policy(nn.Module):
-    """Shared parts: config, action bounds buffers, image/action conversion."""
+    """Shared parts: config, action bounds and state statistics buffers, observation/action
+    conversion."""
 
     kind: ClassVar[str]
     config_class: ClassVar[type]
 
-    def __init__(self, config: Any, action_low: ArrayLike, action_high: ArrayLike) -> None:
+    def __init__(
+        self,
+        config: Any,
+        action_low: ArrayLike,
+        action_high: ArrayLike,
+        *,
+        state_mean: ArrayLike | None = None,
+        state_std: ArrayLike | None = None,
+    ) -> None:
         super().__init__()
         if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}")
         self.config = config
+        self.source: str | None = None  # the checkpoint it was loaded from (for error messages)
         self.bounds = ActionBounds(action_low, action_high, config.bounds_padding)
         if self.bounds.action_dim != config.model.action_dim:
             raise ValueError(
                 f"action bounds have {self.bounds.action_dim} dims, model.action_dim is "
                 f"{config.model.action_dim}"
             )
+        d = config.model.state_dim
+        self.state_norm: StateNormalizer | None = None
+        if d:
+            self.state_norm = StateNormalizer(
+                np.zeros(d) if state_mean is None else state_mean,
+                np.ones(d) if state_std is None else state_std,
+            )
+            if self.state_norm.state_dim != d:
+                raise ValueError(
+                    f"state statistics have {self.state_norm.state_dim} dims, model.state_dim is {d}"
+                )
+        elif state_mean is not None or state_std is not None:
+            raise ValueError(f"model inputs {config.model.inputs!r} take no state statistics")
 
     @property
     def device(self) -> torch.device:
         return self.bounds.low.device
 
+    @property
+    def inputs(self) -> str:
+        """What the policy observes: ``"image"``, ``"state"`` or ``"image_state"``."""
+        return str(self.config.model.inputs)
+
+    @property
+    def state_dim(self) -> int:
+        """Dimensions of the state input (0: none)."""
+        return int(self.config.model.state_dim)
+
     def _images(self, images: Tensor | np.ndarray) -> Tensor:
         return images_to_tensor(images, self.device, self.config.model.backbone.cnn.in_channels)
+
+    def _states(self, states: Array) -> Tensor:
+        """Original units ``(B, S)`` -> normalized float32 on the policy's device."""
+        x = torch.as_tensor(states)
+        assert self.state_norm is not None
+        if x.ndim != 2 or x.shape[-1] != self.state_dim:
+            where = f"{self.source}: " if self.source else ""
+            raise ValueError(
+                f"{where}this policy was trained on {self.state_dim}-dim states, got states of "
+                f"shape {tuple(x.shape)} (expected (B, {self.state_dim}))"
+            )
+        return self.state_norm.normalize(x.to(self.device, torch.float32, non_blocking=True))
+
+    def _model_input(self, images: Array | None, states: Array | None) -> ModelInput:
+        """Raw observation parts -> the model's input (``ValueError`` for a missing part)."""
+        out: dict[str, Tensor] = {}
+        for key, value, convert in (
+            ("image", images, self._images),
+            ("state", states, self._states),
+        ):
+            if self.inputs in (key, "image_state"):
+                if value is None:
+                    raise ValueError(
+                        f"this policy observes {self.inputs!r}, but no {key} was given"
+                    )
+                out[key] = convert(value)  # type: ignore[operator]
+        return out
+
+    def _batch_input(self, batch: Batch) -> ModelInput:
+        return self._model_input(batch.get("image"), batch.get("state"))
+
+    def _observation_input(
+        self, observation: Observation | None, images: Array | None, states: Array | None
+    ) -> ModelInput:
+        """``select_action``'s observation arguments -> the model's input."""
+        if observation is not None:
+            if images is not None:
+                raise TypeError("pass the images once: positionally or as images=")
+            if isinstance(observation, Mapping):
+                if states is not None and "state" in observation:
+                    raise TypeError("pass the states once: in the observation or as states=")
+                images, states = observation.get("image"), observation.get("state", states)
+            elif self.inputs == "state":
+                if states is not None:
+                    raise TypeError("pass the states once: positionally or as states=")
+                states = observation
+            else:
+                images = observation
+        return self._model_input(images, states)
 
     def _actions(self, actions: Tensor | np.ndarray) -> Tensor:
         """Original units ``(B, A)`` -> normalized float32 on the policy's device."""
@@ -114,7 +207,7 @@ class _Policy(nn.Module):
 
 
 class ImplicitPolicy(_Policy):
-    """Energy-based policy: ``argmin_a E(image, a)`` by an inference optimizer.
+    """Energy-based policy: ``argmin_a E(observation, a)`` by an inference optimizer.
 
     Energies are LOWER for better actions. ``config.loss`` says how the energy is trained,
     ``config.optimizer`` how ``select_action`` searches it; another optimizer can be passed per
@@ -132,10 +225,15 @@ class ImplicitPolicy(_Policy):
         action_low: ArrayLike,
         action_high: ArrayLike,
         *,
+        state_mean: ArrayLike | None = None,
+        state_std: ArrayLike | None = None,
         seed: int | None = None,
     ) -> None:
-        """``seed`` makes the weight initialization reproducible without touching global RNG."""
-        super().__init__(config, action_low, action_high)
+        """``seed`` makes the weight initialization reproducible without touching global RNG;
+        ``state_mean``/``state_std`` ``(S,)`` (the dataset's) normalize a state input."""
+        super().__init__(
+            config, action_low, action_high, state_mean=state_mean, state_std=state_std
+        )
         with seeded(seed):
             self.model = EBMConvMLP(config.model, prefix_energies=config.prefix_energies)
         self.optimizer = build_optimizer(config.optimizer)
@@ -149,7 +247,7 @@ class ImplicitPolicy(_Policy):
         return implicit_loss(
             self.config.loss,
             self.model,
-            self._images(batch["image"]),
+            self._batch_input(batch),
             self._actions(batch["action"]),
             low,
             high,
@@ -159,8 +257,8 @@ class ImplicitPolicy(_Policy):
     def forward(
         self, batch: Batch, generator: torch.Generator | None = None
     ) -> tuple[Tensor, dict[str, float]]:
-        """The configured objective (``objectives``): ``batch {"image": (B, H, W, C),
-        "action": (B, A)} -> (loss (), metrics)``.
+        """The configured objective (``objectives``): ``batch {"image": (B, H, W, C) and/or
+        "state": (B, S), "action": (B, A)} -> (loss (), metrics)``.
 
         ``generator`` draws the counter-examples, chains and the positive's index (global RNG
         if None).
@@ -180,23 +278,31 @@ class ImplicitPolicy(_Policy):
         return {"positive": pos.cpu().numpy(), "negative": neg.cpu().numpy()}
 
     @torch.no_grad()
-    def energy(self, images: Tensor | np.ndarray, actions: Tensor | np.ndarray) -> Tensor:
-        """Energies of given actions: ``images (B, H, W, C), actions (B, N, A) -> (B, N)``.
+    def energy(self, observation: Observation, actions: Tensor | np.ndarray) -> Tensor:
+        """Energies of given actions: ``observation (images (B, H, W, C) ...), actions (B, N, A)
+        -> (B, N)``.
 
         Actions are in original units (e.g. a grid for an energy landscape plot).
         """
-        return self.model(self._images(images), self._actions(actions))
+        return self.model(self._observation_input(observation, None, None), self._actions(actions))
 
-    def action_energy(self, images: Tensor | np.ndarray) -> ModelEnergy:
-        """The energy over normalized actions of ``images (B, H, W, C)``, encoded once, as
-        inference optimizers see it (``optimizers.ActionEnergy``)."""
-        x = self._images(images)
-        return ModelEnergy.of_images(
+    def action_energy(
+        self,
+        observation: Observation | None = None,
+        *,
+        images: Array | None = None,
+        states: Array | None = None,
+    ) -> ModelEnergy:
+        """The energy over normalized actions of an observation (images ``(B, H, W, C)`` ...),
+        encoded once, as inference optimizers see it (``optimizers.ActionEnergy``)."""
+        x = self._observation_input(observation, images, states)
+        device = self.device.type
+        return ModelEnergy.of_observations(
             self.model,
             x,
-            self.config.chunk_elements(x.device.type),
+            self.config.chunk_elements(device),
             self.workspace,
-            self.config.encode_group_size(x.device.type),
+            self.config.encode_group_size(device),
         )
 
     def resolve_optimizer(self, optimizer: OptimizerConfig | None = None) -> InferenceOptimizer:
@@ -212,14 +318,19 @@ class ImplicitPolicy(_Policy):
     @torch.no_grad()
     def select_action(
         self,
-        images: Tensor | np.ndarray,
+        observation: Observation | None = None,
         generator: torch.Generator | None = None,
         *,
+        images: Array | None = None,
+        states: Array | None = None,
         optimizer: OptimizerConfig | None = None,
         return_history: bool = False,
     ) -> Tensor | tuple[Tensor, SearchHistory]:
-        """``images (B, H, W, C) uint8 -> actions (B, A)`` in original units.
+        """``observation -> actions (B, A)`` in original units.
 
+        The observation is images ``(B, H, W, C)`` uint8 (positionally or ``images=``), states
+        ``(B, S)`` for a state-only policy (positionally or ``states=``), or a mapping
+        ``{"image": ..., "state": ...}``; an image + state policy takes both parts.
         ``optimizer`` (a config) replaces the policy's inference optimizer for this call.
         ``return_history`` also returns the searched populations (samples in original units).
         """
@@ -227,7 +338,7 @@ class ImplicitPolicy(_Policy):
         if low.device.type == "cpu":
             retain_freed_memory_by_default()  # steady latency: see ``ebm_policy.runtime``
         out = self.resolve_optimizer(optimizer).infer(
-            self.action_energy(images),
+            self.action_energy(observation, images=images, states=states),
             low,
             high,
             generator=generator,
@@ -241,7 +352,8 @@ class ImplicitPolicy(_Policy):
 
 
 class ExplicitPolicy(_Policy):
-    """Regression baseline: the same backbone predicts the action directly, trained with MSE."""
+    """Regression baseline: the same observation encoder predicts the action directly, trained
+    with MSE."""
 
     kind: ClassVar[str] = "explicit"
     config_class: ClassVar[type] = ExplicitPolicyConfig
@@ -253,32 +365,42 @@ class ExplicitPolicy(_Policy):
         action_low: ArrayLike,
         action_high: ArrayLike,
         *,
+        state_mean: ArrayLike | None = None,
+        state_std: ArrayLike | None = None,
         seed: int | None = None,
     ) -> None:
-        super().__init__(config, action_low, action_high)
+        super().__init__(
+            config, action_low, action_high, state_mean=state_mean, state_std=state_std
+        )
         with seeded(seed):
             self.model = ExplicitConvMLP(config.model)
 
     def forward(
         self, batch: Batch, generator: torch.Generator | None = None
     ) -> tuple[Tensor, dict[str, float]]:
-        """MSE in normalized units: ``batch {"image": (B, H, W, C), "action": (B, A)} -> (loss
-        (), metrics)``. ``generator`` is unused (dropout draws from torch's global RNG, which the
+        """MSE in normalized units: ``batch {"image": (B, H, W, C) and/or "state": (B, S),
+        "action": (B, A)} -> (loss (), metrics)``. ``generator`` is unused (dropout draws from torch's global RNG, which the
         trainer seeds per rank and checkpoints)."""
-        pred = self.model(self._images(batch["image"]))
+        pred = self.model(self._batch_input(batch))
         loss = F.mse_loss(pred, self._actions(batch["action"]))
         return loss, {"train/loss": loss.item()}
 
     @torch.inference_mode()
     def select_action(
-        self, images: Tensor | np.ndarray, generator: torch.Generator | None = None
+        self,
+        observation: Observation | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        images: Array | None = None,
+        states: Array | None = None,
     ) -> Tensor:
-        """``images (B, H, W, C) uint8 -> actions (B, A)`` in original units (dropout off),
-        clamped to the padded bounds."""
+        """``observation -> actions (B, A)`` in original units (dropout off), clamped to the
+        padded bounds; the observation as ``ImplicitPolicy.select_action`` takes it."""
+        x = self._observation_input(observation, images, states)
         was_training = self.training
         self.eval()
         try:
-            pred = self.model(self._images(images)).clamp(-1.0, 1.0)
+            pred = self.model(x).clamp(-1.0, 1.0)
         finally:
             self.train(was_training)
         return self.bounds.unnormalize(pred)

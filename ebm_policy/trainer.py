@@ -293,6 +293,14 @@ class Trainer:
             raise CheckpointError(
                 f"{path}: holds an {ckpt['kind']} policy, resuming an {self.policy.kind} one"
             )
+        old_model = ckpt["config"].get("model", {})
+        old_inputs = (old_model.get("inputs", "image"), old_model.get("state_dim", 0))
+        if old_inputs != (self.policy.inputs, self.policy.state_dim):
+            raise CheckpointError(
+                f"{path}: was trained on {_describe_inputs(*old_inputs)}, this run's policy "
+                f"observes {_describe_inputs(self.policy.inputs, self.policy.state_dim)} "
+                f"(another dataset?); cannot resume"
+            )
         if _training_part(ckpt["config"]) != _training_part(config_to_dict(self.policy.config)):
             raise CheckpointError(f"{path}: was trained with another policy config; cannot resume")
         if state is None:
@@ -671,6 +679,13 @@ def _grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
         return torch.zeros(())
     norms = [torch.linalg.vector_norm(p.grad.detach()) for p in params if p.grad is not None]
     return torch.linalg.vector_norm(torch.stack(norms))
+
+
+def _describe_inputs(inputs: str, state_dim: int) -> str:
+    """``"images"``, ``"5-dim states"`` or ``"images + 2-dim states"``."""
+    parts = {"image": ["images"], "state": [f"{state_dim}-dim states"]}
+    parts["image_state"] = parts["image"] + parts["state"]
+    return " + ".join(parts.get(inputs, [inputs]))
 
 
 def _training_part(config: dict[str, Any]) -> dict[str, Any]:

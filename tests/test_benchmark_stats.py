@@ -98,17 +98,17 @@ def test_summary_table() -> None:
     text = format_summary(synthetic_rows(), last=5, command="ibc-gym benchmark --out x")
     assert "Command: `ibc-gym benchmark --out x`" in text
     assert (
-        f"| {ENV} | implicit | 10 | position | 3 | 600 | 90% | 10.0 pts | 84%-94% | 150 | 40 pts | 4.0 |"
+        f"| {ENV} | implicit | 10 | position | pixels | 3 | 600 | 90% | 10.0 pts | 84%-94% | 150 | 40 pts | 4.0 |"
         in text
     )
     assert (
-        f"| {ENV} | explicit | 30 | position | 3 | 600 | 50% | 0.0 pts | 42%-58% | 150 | 0 pts | 1.0 |"
+        f"| {ENV} | explicit | 30 | position | pixels | 3 | 600 | 50% | 0.0 pts | 42%-58% | 150 | 0 pts | 1.0 |"
         in text
     )
     # per cell: the implicit spread goal (10 points) is judged, the explicit one is not
-    assert f"| {ENV} | implicit | 10 | position | 0 | 90% | 40 pts | 5 | no |" in text
-    assert f"| {ENV} | implicit | 10 | position | 1 | 80% | 10 pts | 5 | yes |" in text
-    assert f"| {ENV} | explicit | 10 | position | 0 | 40% | 20 pts | 5 | - |" in text
+    assert f"| {ENV} | implicit | 10 | position | pixels | 0 | 90% | 40 pts | 5 | no |" in text
+    assert f"| {ENV} | implicit | 10 | position | pixels | 1 | 80% | 10 pts | 5 | yes |" in text
+    assert f"| {ENV} | explicit | 10 | position | pixels | 0 | 40% | 20 pts | 5 | - |" in text
     assert (
         "| implicit | 6 | 100 | 90 | 60 | 30 |" in text
     )  # 6 checkpoints x 10 s of evaluation per cell
@@ -183,3 +183,37 @@ def test_checkpoint_plan() -> None:
     quick = BenchmarkConfig(quick=True, envs=(ENV,), policies=("explicit",)).effective()
     assert quick.policies == ("explicit",) and quick.image_size == 32 and not quick.quick
     assert len(quick.cells()) == len(quick.seeds) * len(quick.demos)
+
+
+def test_obs_types_get_their_own_groups_and_the_paper_table() -> None:
+    pixels = synthetic_rows()  # rows from before obs_type existed: pixels
+    state = [
+        {**r, "obs_type": "state", "success_rate": 1.0, "successes": r["episodes"]} for r in pixels
+    ]
+    groups = group_stats(pixels + state, last=5)
+    assert {g["obs_type"] for g in groups} == {"pixels", "state"}
+    assert len(groups) == 2 * len(group_stats(pixels, last=5))
+    text = format_summary(pixels + state, last=5)
+    assert (
+        "| env | demos | action | implicit, pixels | explicit, pixels | implicit, state | explicit, state |"
+        in text
+    )
+    assert (
+        f"| {ENV} | 10 | position | 90% (n=3) | " in text and "| 100% (n=3) | 100% (n=3) |" in text
+    )
+    assert "implicit, pixels" not in format_summary(pixels, last=5)  # one obs type: no such table
+
+
+def test_obs_type_cells_keep_the_pixels_names() -> None:
+    cfg = BenchmarkConfig(seeds=(0,), demos=(5,), obs_types=("pixels", "state"))
+    names = {c.name for c in cfg.cells()}
+    env = "ReachAroundObstacle-v0"
+    assert f"{env}_implicit_n5_position_s0" in names
+    assert f"{env}_implicit_n5_position_state_s0" in names and len(names) == 4
+    assert cfg.dataset_path("ibc/" + env, "position", 5, "state").name == (
+        f"{env}_position_state_seed0_n5.h5"
+    )
+    assert "obs_types" not in BenchmarkConfig().grid_dict()  # old grid.json files still match
+    assert "--obs-types pixels state" in cfg.command_line()
+    with pytest.raises(ValueError, match="unknown observation type 'rgb'"):
+        BenchmarkConfig(obs_types=("rgb",))
