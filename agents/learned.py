@@ -12,9 +12,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import gymnasium as gym
 import numpy as np
 import torch
 
+import envs  # noqa: F401  (registers the env ids make_env uses)
 from ebm_policy import CheckpointError, ExplicitPolicy, ImplicitPolicy, load_checkpoint
 from ebm_policy.checkpoint import policy_from_checkpoint
 
@@ -62,6 +64,15 @@ class BCAgent:
     def image_size(self) -> int:
         """The observation image size (the env's ``image_size``, also for a state-only policy)."""
         return int(self.env_kwargs["image_size"])
+
+    def make_env(self, **overrides: Any) -> gym.Env:
+        """The env this agent was trained for (its id, observation type, image size and action
+        type), with ``overrides`` on top: ``agent.make_env(render_mode="rgb_array")``."""
+        if self.env_id is None:
+            raise ValueError(
+                f"{self.source}: trained on demos that named no env; load the agent with env_id="
+            )
+        return gym.make(self.env_id, **{**self.env_kwargs, **overrides})
 
     @classmethod
     def load(

@@ -47,3 +47,34 @@ def test_packages_export_what_users_reach_for(module: str, names: list[str]) -> 
     mod = importlib.import_module(module)
     missing = [n for n in names if n not in getattr(mod, "__all__", ())]
     assert not missing, f"{module}.__all__ lacks {missing}"
+
+
+def test_an_agent_makes_the_env_it_was_trained_for(tmp_path: Path) -> None:
+    """A checkpoint trained at 24 px acts in ``agent.make_env()`` without passing its kwargs."""
+    import numpy as np
+
+    from agents import IBCAgent
+    from demos.collect import CollectConfig, collect
+    from demos.train import TrainJobConfig, run_train, tiny_policies
+    from ebm_policy import TrainConfig
+
+    data = collect(
+        CollectConfig(env="ibc/ReachTarget-v0", episodes=2, image_size=24, out=tmp_path / "d.h5")
+    )
+    ckpt = run_train(
+        TrainJobConfig(
+            data=data,
+            out=tmp_path / "run",
+            policies=tiny_policies(),
+            train=TrainConfig(
+                steps=2, batch_size=4, log_interval=1, progress=False, energy_snapshots=0
+            ),
+        )
+    )
+    agent = IBCAgent.load(ckpt)
+    env = agent.make_env(max_episode_steps=3)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (24, 24, 3)
+    action = agent.select_action(obs[None])
+    assert np.asarray(action).shape == (1, 2)
+    env.close()
