@@ -20,6 +20,7 @@ batch's keys; ``select_action`` also takes ``images=`` / ``states=`` keywords.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
@@ -94,14 +95,14 @@ class _Policy(nn.Module):
         super().__init__()
         if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}")
-        self.config = config
-        self.source: str | None = None  # the checkpoint it was loaded from (for error messages)
         self.bounds = ActionBounds(action_low, action_high, config.bounds_padding)
         if self.bounds.action_dim != config.model.action_dim:
-            raise ValueError(
-                f"action bounds have {self.bounds.action_dim} dims, model.action_dim is "
-                f"{config.model.action_dim}"
-            )
+            # the bounds say how many dimensions an action has (``action_dim`` is not a setting
+            # users choose: ``ibc-gym train`` takes it from the dataset the same way)
+            model = dataclasses.replace(config.model, action_dim=self.bounds.action_dim)
+            config = dataclasses.replace(config, model=model)
+        self.config = config
+        self.source: str | None = None  # the checkpoint it was loaded from (for error messages)
         d = config.model.state_dim
         self.state_norm: StateNormalizer | None = None
         if d:
@@ -234,6 +235,7 @@ class ImplicitPolicy(_Policy):
         super().__init__(
             config, action_low, action_high, state_mean=state_mean, state_std=state_std
         )
+        config = self.config  # with the bounds' action dimension
         with seeded(seed):
             self.model = EBMConvMLP(config.model, prefix_energies=config.prefix_energies)
         self.optimizer = build_optimizer(config.optimizer)
@@ -373,7 +375,7 @@ class ExplicitPolicy(_Policy):
             config, action_low, action_high, state_mean=state_mean, state_std=state_std
         )
         with seeded(seed):
-            self.model = ExplicitConvMLP(config.model)
+            self.model = ExplicitConvMLP(self.config.model)  # with the bounds' action dimension
 
     def forward(
         self, batch: Batch, generator: torch.Generator | None = None

@@ -169,13 +169,14 @@ def test_seeded_init_is_reproducible_and_leaves_global_rng_alone() -> None:
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
 
 
-def test_mismatched_action_dim_is_rejected() -> None:
-    with pytest.raises(ValueError, match="action_dim"):
-        ImplicitPolicy(
-            ImplicitPolicyConfig(model=EBMConfig(action_dim=3, backbone=BackboneConfig(cnn=CNN))),
-            LOW,
-            HIGH,
-        )
+def test_the_bounds_decide_the_action_dimension() -> None:
+    """``action_dim`` follows the bounds (as ``ibc-gym train`` takes it from the dataset)."""
+    policy = ImplicitPolicy(
+        ImplicitPolicyConfig(model=EBMConfig(action_dim=3, backbone=BackboneConfig(cnn=CNN))),
+        LOW,
+        HIGH,
+    )
+    assert policy.config.model.action_dim == len(LOW) == policy.model.cfg.action_dim
 
 
 def test_trained_energy_is_lower_for_expert_actions() -> None:

@@ -78,3 +78,26 @@ def test_an_agent_makes_the_env_it_was_trained_for(tmp_path: Path) -> None:
     action = agent.select_action(obs[None])
     assert np.asarray(action).shape == (1, 2)
     env.close()
+
+
+@pytest.mark.parametrize("kind", ["implicit", "explicit"])
+def test_the_action_dimension_comes_from_the_bounds(kind: str) -> None:
+    """The README's one-liner with the default config works for 3-D actions."""
+    import numpy as np
+    import torch
+
+    from ebm_policy import (
+        ExplicitPolicy,
+        ExplicitPolicyConfig,
+        ImplicitPolicy,
+        ImplicitPolicyConfig,
+    )
+
+    low, high = -np.ones(3), np.ones(3)
+    if kind == "implicit":
+        policy = ImplicitPolicy(ImplicitPolicyConfig(), low, high, seed=0)
+    else:
+        policy = ExplicitPolicy(ExplicitPolicyConfig(), low, high, seed=0)
+    assert policy.config.model.action_dim == 3
+    images = torch.zeros(2, 72, 96, 3, dtype=torch.uint8)  # not square
+    assert tuple(policy.select_action(images).shape) == (2, 3)
