@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -239,11 +240,21 @@ class InterruptingPolicy:
         return out
 
 
+@pytest.fixture
+def ctrl_c_interrupts() -> Iterator[None]:
+    """Python's own Ctrl-C handler for the test, also when pytest was started with SIGINT ignored
+    (a background job of a non-interactive shell), where a raised SIGINT would do nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize(
     ("how", "saved"),
     [("ctrl-c", K // 2 + 2), ("ctrl-c-twice", K // 2), ("raise", K // 2)],
 )
 @pytest.mark.parametrize("kind", ["implicit", "explicit"])
+@pytest.mark.usefixtures("ctrl_c_interrupts")
 def test_interrupt_inside_a_step_resumes_bitwise(
     tmp_path: Path, capfd: pytest.CaptureFixture[str], kind: str, how: str, saved: int
 ) -> None:
