@@ -29,6 +29,7 @@ soak: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check envs agents ebm_policy demos tests
 	$(BIN)/ruff format --check envs agents ebm_policy demos tests
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/ibc-gym bench env

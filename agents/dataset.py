@@ -404,8 +404,10 @@ def _validate(f: h5py.File, path: Path, obs_keys: Mapping[str, str]) -> dict[str
     _check_array(f, path, "rewards", ndim=1, kinds="f")
     image_key = obs_keys.get("image")
     images = f[f"obs/{image_key}"] if image_key else None
-    if image_key == "pixels" and (
-        images.ndim != 4 or images.shape[-1] != 3 or images.dtype != "u1"
+    if (
+        images is not None
+        and image_key == "pixels"
+        and (images.ndim != 4 or images.shape[-1] != 3 or images.dtype != "u1")
     ):
         raise DatasetError(
             f"{path}: obs/pixels must be uint8 (N, H, W, 3) images, got {images.dtype} "

@@ -264,6 +264,7 @@ def _write_video(frames: Any, path: Path, video: VideoConfig, fps: int) -> dict[
         options = {"x265-params": f"crf={video.crf}:keyint={video.gop}:log-level=error"}
     with av.open(str(path), "w") as container:
         stream = container.add_stream(video.codec, rate=fps, options=options)
+        assert isinstance(stream, av.video.stream.VideoStream)
         stream.width, stream.height, stream.pix_fmt = width, height, video.pix_fmt
         stream.time_base = Fraction(1, fps)
         for start in range(0, n, 256):

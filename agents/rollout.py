@@ -67,11 +67,15 @@ class RolloutStats:
         return self.env_steps / max(self.wall_seconds, 1e-9)
 
 
+VectorEnv = gym.vector.SyncVectorEnv | gym.vector.AsyncVectorEnv
+"""The vector envs ``rollout`` steps (both have ``call`` and per-sub-env reset seeds)."""
+
+
 def make_vector_env(
     env_id: str, num_envs: int = 1, *, asynchronous: bool = False, **env_kwargs: Any
-) -> gym.vector.VectorEnv:
+) -> VectorEnv:
     """A vector env with autoreset disabled, as ``rollout()`` needs."""
-    return gym.make_vec(
+    return gym.make_vec(  # type: ignore[return-value]
         env_id,
         num_envs=num_envs,
         vectorization_mode="async" if asynchronous else "sync",
@@ -80,7 +84,7 @@ def make_vector_env(
     )
 
 
-def check_action_type(env: gym.vector.VectorEnv, policy: Any) -> None:
+def check_action_type(env: VectorEnv, policy: Any) -> None:
     """Refuse a policy whose ``action_type`` differs from the env's (a policy without one, or an
     env without one, passes): a position policy's actions mean nothing as displacements."""
     wanted = getattr(policy, "action_type", None)
@@ -143,7 +147,7 @@ class _Running:
 
 
 def rollout(
-    env: gym.vector.VectorEnv,
+    env: VectorEnv,
     policy: Policy,
     seeds: Sequence[int],
     *,
@@ -188,7 +192,7 @@ def rollout(
         # Start the next episodes in free sub-envs; park idle ones with unseeded resets.
         if need_reset.any():
             reset_seeds: list[int | None] = [None] * n
-            for i in np.flatnonzero(need_reset):
+            for i in map(int, np.flatnonzero(need_reset)):
                 if queue:
                     ep_index, seed = queue.pop()
                     slots[i] = _Running(ep_index, int(seed), wants_frames(ep_index))
@@ -202,11 +206,11 @@ def rollout(
             info = _merge_info(info, new_info, need_reset)
             policy.reset([int(i) for i in np.flatnonzero(need_reset)])
             if any(s is not None and s.frames is not None for s in slots):
-                frames = env.call("render")
-                for i in np.flatnonzero(need_reset):
+                rendered = env.call("render")
+                for i in map(int, np.flatnonzero(need_reset)):
                     s = slots[i]
                     if s is not None and s.frames is not None:
-                        s.frames.append(np.asarray(frames[i]))
+                        s.frames.append(np.asarray(rendered[i]))
             need_reset[:] = False
         if all(s is None for s in slots):
             break

@@ -223,7 +223,7 @@ def policy_from_checkpoint(
     """
     cls = POLICY_CLASSES[ckpt["kind"]]
     try:
-        config = config_from_dict(cls.config_class, ckpt["config"])
+        config: Any = config_from_dict(cls.config_class, ckpt["config"])
     except (ValueError, TypeError, KeyError) as e:
         raise CheckpointError(f"{source}: cannot rebuild the {ckpt['kind']} policy: {e}") from e
     if optimizer is not None:

@@ -87,7 +87,8 @@ class EnergyHead(nn.Module):
         inputs[..., :a] = actions
         inputs[..., a] = 1.0
         last = self.rest[-1]
-        linear_out = len(self.rest) == 1 and isinstance(last, nn.Linear)
+        assert isinstance(last, nn.Linear)  # an MLP ends with its linear output layer
+        linear_out = len(self.rest) == 1
         if m <= max_rows:  # whole images per group
             per = max(1, max_rows // m)
             for i in range(0, b, per):

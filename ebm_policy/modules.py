@@ -7,12 +7,15 @@ normalized to [-1, 1] (-1 = first column/row, +1 = last).
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ebm_policy.config import CNNConfig, SoftArgmaxConfig
+
+PaddingMode = Literal["zeros", "replicate", "reflect"]
 
 
 def coordinate_grid(
@@ -48,11 +51,16 @@ class CoordConv(nn.Module):
 class ResidualBlock(nn.Module):
     """``x + conv2(relu(conv1(relu(x))))`` with two 3x3 convolutions: ``(B, C, H, W) -> same``."""
 
-    def __init__(self, channels: int, padding_mode: str = "zeros", bias: bool = True) -> None:
+    def __init__(
+        self, channels: int, padding_mode: PaddingMode = "zeros", bias: bool = True
+    ) -> None:
         super().__init__()
-        kw = {"padding": 1, "padding_mode": padding_mode, "bias": bias}
-        self.conv1 = nn.Conv2d(channels, channels, 3, **kw)
-        self.conv2 = nn.Conv2d(channels, channels, 3, **kw)
+        self.conv1 = nn.Conv2d(
+            channels, channels, 3, padding=1, padding_mode=padding_mode, bias=bias
+        )
+        self.conv2 = nn.Conv2d(
+            channels, channels, 3, padding=1, padding_mode=padding_mode, bias=bias
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``."""

@@ -81,7 +81,7 @@ class _Policy(nn.Module):
     conversion."""
 
     kind: ClassVar[str]
-    config_class: ClassVar[type]
+    config_class: ClassVar[type[Any]]
 
     def __init__(
         self,

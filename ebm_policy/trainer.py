@@ -354,14 +354,14 @@ class Trainer:
         gen = torch.Generator(self.device).manual_seed(self.cfg.seed + 2)  # same counter-examples
         was_training = self.policy.training
         self.policy.eval()
-        samples = self.policy.energy_samples(batch, generator=gen)  # type: ignore[union-attr]
+        samples = self.policy.energy_samples(batch, generator=gen)  # type: ignore[union-attr,operator]
         self.policy.train(was_training)
         self.snapshots["steps"].append(np.asarray(self.step))
         self.snapshots["positive"].append(samples["positive"])
         self.snapshots["negative"].append(samples["negative"])
         arrays = {k: np.stack(v) for k, v in self.snapshots.items()}
         with atomic_path(self.out_dir / SNAPSHOTS) as tmp:
-            np.savez(tmp, **arrays)
+            np.savez(tmp, **arrays)  # type: ignore[arg-type]
 
     def _load_snapshots(self) -> None:
         path = self.out_dir / SNAPSHOTS
@@ -452,7 +452,7 @@ class Trainer:
         model = D.collective(
             self.rank,
             "wrapping the policy",
-            lambda: DistributedDataParallel(self.policy, device_ids=ids, **no_sync),
+            lambda: DistributedDataParallel(self.policy, device_ids=ids, **no_sync),  # type: ignore[arg-type]
         )
         model.register_comm_hook(None, D.ordered_mean_hook)  # exact resumption (see the hook)
         return model
@@ -487,7 +487,7 @@ class Trainer:
                 self._stop_requested = True
                 return
             if callable(previous):
-                previous(signum, frame)
+                previous(signum, frame)  # type: ignore[arg-type]
             raise KeyboardInterrupt
 
         signal.signal(signal.SIGINT, on_sigint)

@@ -71,7 +71,12 @@ def mesh_file(name: str, text: Callable[[], str]) -> Path:
     if not _MESH_DIR:
         folder = Path(tempfile.mkdtemp(prefix="ibc-gym-meshes-"))
         owner = os.getpid()  # forked workers share the folder; only its creator removes it
-        atexit.register(lambda: os.getpid() == owner and shutil.rmtree(folder, ignore_errors=True))
+
+        def remove() -> None:
+            if os.getpid() == owner:
+                shutil.rmtree(folder, ignore_errors=True)
+
+        atexit.register(remove)
         _MESH_DIR.append(folder)
     path = _MESH_DIR[0] / name
     if not path.exists():

@@ -116,7 +116,7 @@ class ReachEnv(gym.Env[Any, np.ndarray]):
     Subclasses set ``task`` and may override ``_make_scene``.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {
+    metadata: dict[str, Any] = {  # an instance attribute in gymnasium.Env
         "render_modes": list(RENDER_MODES),
         "render_fps": CONTROL_HZ,
     }

@@ -27,7 +27,7 @@ from ebm_policy.optimizers.langevin import (
 OptimizerConfig = DFOConfig | LangevinConfig | AutoregressiveDFOConfig
 """Any inference optimizer's config; its ``kind`` names the optimizer."""
 
-OPTIMIZERS: dict[str, tuple[type, type]] = {
+OPTIMIZERS: dict[str, tuple[type, Any]] = {  # kind -> (config class, optimizer class)
     "dfo": (DFOConfig, DerivativeFreeOptimizer),
     "langevin": (LangevinConfig, LangevinOptimizer),
     "autoregressive_dfo": (AutoregressiveDFOConfig, AutoregressiveDFO),
