@@ -66,15 +66,25 @@ class BenchLatencyConfig:
     size: int = help_field(96, "image side, pixels", min=16)
     action_dim: int = help_field(2, "action dimensions", min=1)
     seed: int = help_field(0, "seed of the weights, images and draws", min=0)
+    max_chunk_elements: int | None = help_field(
+        None, "hidden activations scored at once (None: the library's default)", min=1
+    )
 
 
-def policy_for(row: str, action_dim: int, seed: int) -> ImplicitPolicy:
+def policy_for(
+    row: str, action_dim: int, seed: int, max_chunk_elements: int | None = None
+) -> ImplicitPolicy:
     """An untrained full-backbone policy that runs ``ROWS[row]`` (with prefix energies for
     autoregressive DFO)."""
     optimizer = ROWS[row]
     loss = AutoregressiveInfoNCEConfig() if isinstance(optimizer, AutoregressiveDFOConfig) else None
     model = EBMConfig(action_dim=action_dim, backbone=BackboneConfig(cnn=CNNConfig.preset("full")))
-    cfg = ImplicitPolicyConfig(model=model, optimizer=optimizer, **({"loss": loss} if loss else {}))
+    cfg = ImplicitPolicyConfig(
+        model=model,
+        optimizer=optimizer,
+        max_chunk_elements=max_chunk_elements,
+        **({"loss": loss} if loss else {}),
+    )
     return ImplicitPolicy(cfg, -np.ones(action_dim), np.ones(action_dim), seed=seed).eval()
 
 
@@ -158,7 +168,7 @@ def conv_gflops(size: int, batches: tuple[int, ...] = (1, 4, 16), repeats: int =
 def measure(row: str, batch: int, calls: int, cfg: BenchLatencyConfig) -> dict[str, Any]:
     """One process's figures for one row (runs in the worker)."""
     torch.set_num_threads(cfg.threads)
-    policy = policy_for(row, cfg.action_dim, cfg.seed)
+    policy = policy_for(row, cfg.action_dim, cfg.seed, cfg.max_chunk_elements)
     g = torch.Generator().manual_seed(cfg.seed)
     images = torch.randint(0, 256, (batch, cfg.size, cfg.size, 3), dtype=torch.uint8, generator=g)
     gflops = conv_gflops(cfg.size)

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from agents.dataset import DemoDataset, DemoWriter
 from agents.rollout import Episode
+from demos.bench_train import QUICK_MODEL
 from demos.train import tiny_policies
 from ebm_policy import (
     DistributedError,
@@ -373,21 +374,7 @@ def launch(data: Path, out: Path, *extra: str) -> subprocess.Popen:
         "--out",
         str(out),
         "--no-in-memory",
-        "--cnn.channels",
-        "8",
-        "8",
-        "--cnn.strides",
-        "2",
-        "1",
-        "--cnn.pools",
-        "1",
-        "1",
-        "--cnn.out-channels",
-        "4",
-        "--implicit.model.hidden-dims",
-        "32",
-        "--implicit.loss.num-counter-examples",
-        "8",
+        *QUICK_MODEL,  # the tiny model (demos.train.tiny_policies's sizes)
         "--batch-size",
         "4",
         "--log-interval",
