@@ -152,8 +152,7 @@ class BCAgent:
         ``(n, S)`` states or ``{"pixels", "agent_pos"}``."""
         batch, single = self._observation(obs)
         actions = self.policy.select_action(batch, generator=self.generator)
-        assert isinstance(actions, torch.Tensor)  # no search history was asked for
-        out = actions.cpu().numpy().astype(np.float32)
+        out = np.asarray(actions, dtype=np.float32)  # numpy in, numpy out
         return out[0] if single else out
 
     def predict(

@@ -156,9 +156,9 @@ def run_one(cfg: BenchOptimizersConfig, method: str, dim: int) -> dict[str, Any]
     train_s, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     policy.eval()
     generator = torch.Generator().manual_seed(cfg.seed)
-    preds = torch.cat(
+    preds = np.concatenate(
         [policy.select_action(test_x[i : i + 25], generator) for i in range(0, len(test_x), 25)]
-    ).numpy()
+    )
     half_range_px = (cfg.image_size - 1 - 2 * (BLOCK // 2)) / 2
     err_px = np.abs(preds - test_y) * half_range_px  # (n, N) per-coordinate errors in pixels
     block_err = np.linalg.norm(err_px.reshape(len(test_x), -1, 2), axis=-1)  # (n, blocks)

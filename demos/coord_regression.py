@@ -282,7 +282,7 @@ def pixel_errors(
         policy.select_action(data.images[i : i + batch], generator=g)
         for i in range(0, len(data), batch)
     ]
-    pred = torch.cat(preds).numpy()  # type: ignore[arg-type]
+    pred = np.concatenate(preds)  # type: ignore[arg-type]
     diff = targets_to_pixels(pred, resolution) - targets_to_pixels(data.actions, resolution)
     return np.linalg.norm(diff, axis=1)
 

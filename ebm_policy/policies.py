@@ -23,7 +23,7 @@ import contextlib
 import dataclasses
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -50,6 +50,20 @@ Array = Tensor | np.ndarray
 Observation = Array | Mapping[str, Array]
 """Images ``(B, H, W, C)`` (or states ``(B, S)`` for a state-only policy), or a mapping with the
 keys ``"image"`` and/or ``"state"``."""
+Actions = Tensor | np.ndarray
+"""What ``select_action`` answers: the kind of array it was given (numpy in, numpy out)."""
+
+
+class Given(NamedTuple):
+    """How an observation was given: as numpy arrays (else torch tensors), and unbatched."""
+
+    numpy: bool
+    single: bool
+
+    def answer(self, actions: Tensor) -> Actions:
+        """``actions (B, A)`` -> the same kind of array as the observation: ``(A,)`` for one."""
+        out = actions[0] if self.single else actions
+        return out.cpu().numpy() if self.numpy else out
 
 
 @contextlib.contextmanager
@@ -166,8 +180,10 @@ class _Policy(nn.Module):
 
     def _observation_input(
         self, observation: Observation | None, images: Array | None, states: Array | None
-    ) -> ModelInput:
-        """``select_action``'s observation arguments -> the model's input."""
+    ) -> tuple[ModelInput, Given]:
+        """``select_action``'s observation arguments -> (the model's input, how they were given).
+
+        One observation (an image ``(H, W, C)``, a state ``(S,)``) becomes a batch of one."""
         if observation is not None:
             if images is not None:
                 raise TypeError("pass the images once: positionally or as images=")
@@ -181,7 +197,19 @@ class _Policy(nn.Module):
                 states = observation
             else:
                 images = observation
-        return self._model_input(images, states)
+        parts = [x for x in (images, states) if x is not None]
+        as_numpy = bool(parts) and not any(isinstance(x, Tensor) for x in parts)
+        single = [np.ndim(x) == n for x, n in ((images, 3), (states, 1)) if x is not None]
+        if len(set(single)) > 1:
+            raise ValueError(
+                "give one image with one state, or a batch of each: got image shape "
+                f"{tuple(np.shape(images))} and state shape {tuple(np.shape(states))}"  # type: ignore[arg-type]
+            )
+        one = bool(single) and single[0]
+        if one:
+            images = None if images is None else images[None]
+            states = None if states is None else states[None]
+        return self._model_input(images, states), Given(as_numpy, one)
 
     def _actions(self, actions: Tensor | np.ndarray) -> Tensor:
         """Original units ``(B, A)`` -> normalized float32 on the policy's device."""
@@ -286,7 +314,8 @@ class ImplicitPolicy(_Policy):
 
         Actions are in original units (e.g. a grid for an energy landscape plot).
         """
-        return self.model(self._observation_input(observation, None, None), self._actions(actions))
+        x, _ = self._observation_input(observation, None, None)
+        return self.model(x, self._actions(actions))
 
     def action_energy(
         self,
@@ -297,7 +326,10 @@ class ImplicitPolicy(_Policy):
     ) -> ModelEnergy:
         """The energy over normalized actions of an observation (images ``(B, H, W, C)`` ...),
         encoded once, as inference optimizers see it (``optimizers.ActionEnergy``)."""
-        x = self._observation_input(observation, images, states)
+        x, _ = self._observation_input(observation, images, states)
+        return self._energy_of(x)
+
+    def _energy_of(self, x: ModelInput) -> ModelEnergy:
         device = self.device.type
         return ModelEnergy.of_observations(
             self.model,
@@ -327,30 +359,32 @@ class ImplicitPolicy(_Policy):
         states: Array | None = None,
         optimizer: OptimizerConfig | None = None,
         return_history: bool = False,
-    ) -> Tensor | tuple[Tensor, SearchHistory]:
-        """``observation -> actions (B, A)`` in original units.
+    ) -> Actions | tuple[Actions, SearchHistory]:
+        """``observation -> actions (B, A)`` in original units, as the kind of array given.
 
         The observation is images ``(B, H, W, C)`` uint8 (positionally or ``images=``), states
         ``(B, S)`` for a state-only policy (positionally or ``states=``), or a mapping
-        ``{"image": ..., "state": ...}``; an image + state policy takes both parts.
+        ``{"image": ..., "state": ...}``; an image + state policy takes both parts. One
+        observation (``(H, W, C)``, ``(S,)``) gives one action ``(A,)``; numpy arrays give a numpy
+        array, torch tensors a tensor on the policy's device.
         ``optimizer`` (a config) replaces the policy's inference optimizer for this call.
-        ``return_history`` also returns the searched populations (samples in original units).
+        ``return_history`` also returns the searched populations (torch tensors ``(B, M, A)``,
+        samples in original units).
         """
         low, high = self._unit_box()
         if low.device.type == "cpu":
             retain_freed_memory_by_default()  # steady latency: see ``ebm_policy.runtime``
+        x, given = self._observation_input(observation, images, states)
         out = self.resolve_optimizer(optimizer).infer(
-            self.action_energy(observation, images=images, states=states),
-            low,
-            high,
-            generator=generator,
-            return_history=return_history,
+            self._energy_of(x), low, high, generator=generator, return_history=return_history
         )
         if isinstance(out, tuple):
             best, hist = out
             samples = [self.bounds.unnormalize(s) for s in hist.samples]
-            return self.bounds.unnormalize(best), SearchHistory(samples, hist.energies)
-        return self.bounds.unnormalize(out)
+            return given.answer(self.bounds.unnormalize(best)), SearchHistory(
+                samples, hist.energies
+            )
+        return given.answer(self.bounds.unnormalize(out))
 
 
 class ExplicitPolicy(_Policy):
@@ -395,17 +429,18 @@ class ExplicitPolicy(_Policy):
         *,
         images: Array | None = None,
         states: Array | None = None,
-    ) -> Tensor:
+    ) -> Actions:
         """``observation -> actions (B, A)`` in original units (dropout off), clamped to the
-        padded bounds; the observation as ``ImplicitPolicy.select_action`` takes it."""
-        x = self._observation_input(observation, images, states)
+        padded bounds; the observation (and the answer's kind) as ``ImplicitPolicy.select_action``
+        takes it."""
+        x, given = self._observation_input(observation, images, states)
         was_training = self.training
         self.eval()
         try:
             pred = self.model(x).clamp(-1.0, 1.0)
         finally:
             self.train(was_training)
-        return self.bounds.unnormalize(pred)
+        return given.answer(self.bounds.unnormalize(pred))
 
 
 POLICY_CLASSES: dict[str, type[_Policy]] = {"implicit": ImplicitPolicy, "explicit": ExplicitPolicy}

@@ -117,16 +117,31 @@ def test_compute_loss_metrics_and_gradients(make) -> None:
 
 @pytest.mark.parametrize("make", [implicit, explicit], ids=["implicit", "explicit"])
 @pytest.mark.parametrize("as_numpy", [False, True])
-def test_select_action_in_original_units(make, as_numpy: bool) -> None:
+def test_select_action_in_original_units_as_the_kind_given(make, as_numpy: bool) -> None:
     policy = make()
     images = dot_batch(3)["image"]
     images = images.numpy() if as_numpy else images
     actions = policy.select_action(images, generator=torch.Generator().manual_seed(0))
-    assert actions.shape == (3, 2) and actions.dtype == torch.float32
+    assert isinstance(actions, np.ndarray if as_numpy else torch.Tensor)  # numpy in, numpy out
+    assert actions.shape == (3, 2) and actions.dtype in (np.float32, torch.float32)
+    values = np.asarray(actions)
     pad = 0.05 * (HIGH - LOW)
-    assert (actions.numpy() >= LOW - pad - 1e-5).all() and (
-        actions.numpy() <= HIGH + pad + 1e-5
-    ).all()
+    assert (values >= LOW - pad - 1e-5).all() and (values <= HIGH + pad + 1e-5).all()
+
+
+@pytest.mark.parametrize("make", [implicit, explicit], ids=["implicit", "explicit"])
+@pytest.mark.parametrize("as_numpy", [False, True])
+def test_one_observation_gives_one_action(make, as_numpy: bool) -> None:
+    policy = make()
+    images = dot_batch(3)["image"]
+    images = images.numpy() if as_numpy else images
+    batch = policy.select_action(images, generator=torch.Generator().manual_seed(0))
+    one = policy.select_action(images[1], generator=torch.Generator().manual_seed(0))
+    assert isinstance(one, type(batch)) and tuple(one.shape) == (2,)
+    if make is explicit:  # deterministic: the same action as in the batch
+        np.testing.assert_allclose(np.asarray(one), np.asarray(batch)[1], atol=1e-6)
+    with pytest.raises(ValueError, match=r"\(B, H, W, 3\)"):
+        policy.select_action(images[1, 0])  # a row of pixels is neither
 
 
 @pytest.mark.parametrize("make", [implicit, explicit], ids=["implicit", "explicit"])

@@ -150,8 +150,8 @@ def checkpoint_resolution(path: Path, default: int = 96) -> int:
 def predict(policy: Policy, images: np.ndarray, seed: int) -> np.ndarray:
     """Actions for ``images (n, H, W, 3)``: ``-> (n, 2)``."""
     out = policy.select_action(images, generator=torch.Generator().manual_seed(seed))
-    assert isinstance(out, torch.Tensor)
-    return out.numpy()
+    assert isinstance(out, np.ndarray)  # numpy in, numpy out
+    return out
 
 
 def arrow_gain(*deltas: np.ndarray) -> float:

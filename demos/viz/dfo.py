@@ -60,14 +60,15 @@ def search_history(
     the optimizer's config)``, actions in original units."""
     config = optimizer if optimizer is not None else src.policy.config.optimizer
     out = src.policy.select_action(
-        obs.image[None],
+        obs.image,
         generator=torch.Generator().manual_seed(seed),
         optimizer=config,
         return_history=True,
     )
     assert isinstance(out, tuple)
     best, hist = out
-    return best[0].numpy(), hist, config
+    assert isinstance(best, np.ndarray)  # one numpy observation in, one action out
+    return best, hist, config
 
 
 def plural(step: str) -> str:

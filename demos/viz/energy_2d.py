@@ -41,9 +41,9 @@ def energy_on_grid(
 
 def dfo_action(src: ModelSource, obs: Observation, seed: int) -> np.ndarray:
     """The policy's action for ``obs`` by its own inference optimizer (original units)."""
-    out = src.policy.select_action(obs.image[None], generator=torch.Generator().manual_seed(seed))
-    assert isinstance(out, torch.Tensor)
-    return out[0].numpy()
+    out = src.policy.select_action(obs.image, generator=torch.Generator().manual_seed(seed))
+    assert isinstance(out, np.ndarray)  # one numpy observation in, one action out
+    return out
 
 
 def mark_observation(ax: Axes, obs: Observation) -> None:
