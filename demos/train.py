@@ -49,12 +49,10 @@ from ebm_policy import (
     ImplicitPolicyConfig,
     InfoNCEConfig,
     TrainConfig,
-    action_bounds_from_dataset,
     train,
 )
 from ebm_policy.checkpoint import load_checkpoint
 from ebm_policy.distributed import current_rank
-from ebm_policy.normalize import state_stats_from_dataset
 from ebm_policy.trainer import CKPT_LAST
 
 METHODS = ("dfo", "langevin", "autoregressive_dfo")
@@ -168,12 +166,10 @@ def build_policy(
     cfg: TrainJobConfig, dataset: DemoDataset | LeRobotDemoDataset
 ) -> ImplicitPolicy | ExplicitPolicy:
     """The policy ``cfg`` describes for ``dataset``: its action bounds, its observed inputs and
-    (with a state input) its state statistics."""
-    low, high = action_bounds_from_dataset(dataset)
-    config = cfg.policies.chosen(cfg.policy, dataset.action_dim, dataset.inputs, dataset.state_dim)
-    mean, std = state_stats_from_dataset(dataset) if dataset.state_dim else (None, None)
+    (with a state input) its state statistics (``for_dataset``)."""
+    config = cfg.policies.chosen(cfg.policy, dataset.action_dim)
     cls = ImplicitPolicy if isinstance(config, ImplicitPolicyConfig) else ExplicitPolicy
-    return cls(config, low, high, state_mean=mean, state_std=std, seed=cfg.train.seed)  # type: ignore[arg-type]
+    return cls.for_dataset(dataset, config, seed=cfg.train.seed)
 
 
 def check_fits_checkpoint(data: Path, dataset: Any, ckpt_path: Path) -> None:

@@ -5,19 +5,20 @@ explicit (MSE) baseline.
 An independent library: it knows nothing of ``envs``, ``agents`` or ``demos``. Energy convention:
 LOWER energy = better action, everywhere.
 
-Typical use::
+Typical use (any dataset of the protocol in ``ebm_policy.datasets``, e.g. an ``ArrayDataset``)::
 
-    low, high = action_bounds_from_dataset(dataset)
-    policy = ImplicitPolicy(ImplicitPolicyConfig(), low, high, seed=0)
+    dataset = ArrayDataset(actions_na, images=images_uint8_nhwc)  # and/or states=states_ns
+    policy = ImplicitPolicy.for_dataset(dataset, seed=0)  # bounds, inputs, state stats from it
     train(policy, dataset, TrainConfig(steps=2000), "runs/ibc")
     policy = load_policy("runs/ibc/ckpt_last.pt")
-    actions = policy.select_action(images_uint8_bhwc)  # (B, A), original units
+    actions = policy.select_action(images_uint8_bhwc)  # (B, A), original units; (H, W, C) -> (A,)
     actions = policy.select_action(images_uint8_bhwc, optimizer=LangevinConfig())  # another optimizer
 
     langevin = ImplicitPolicyConfig.for_method("langevin")  # chain counter-examples + penalty
+    policy = ImplicitPolicy.for_dataset(dataset, langevin)
 
-    # From states (an MLP over [state, action]) or images + proprio: the model's inputs, and the
-    # dataset's state statistics (items {"state": (S,), "action": (A,)}, or with "image" too).
+    # By hand (what for_dataset does): bounds, the model's inputs and the state statistics.
+    low, high = action_bounds_from_dataset(dataset)
     mean, std = state_stats_from_dataset(dataset)
     cfg = ImplicitPolicyConfig(model=EBMConfig(action_dim=2, inputs="state", state_dim=mean.size))
     policy = ImplicitPolicy(cfg, low, high, state_mean=mean, state_std=std, seed=0)
@@ -50,6 +51,7 @@ from ebm_policy.config import (
     config_from_dict,
     config_to_dict,
 )
+from ebm_policy.datasets import ArrayDataset
 from ebm_policy.distributed import DistributedError
 from ebm_policy.energy import ModelEnergy
 from ebm_policy.losses import info_nce_loss, make_candidates
@@ -85,6 +87,7 @@ from ebm_policy.trainer import TrainConfig, Trainer, train
 from ebm_policy.workspace import Workspace
 
 __all__ = [
+    "ArrayDataset",
     "Workspace",
     "retain_freed_memory",
     "CNN",

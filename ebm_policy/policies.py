@@ -23,7 +23,7 @@ import contextlib
 import dataclasses
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeVar, cast
 
 import numpy as np
 import torch
@@ -31,10 +31,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ebm_policy.config import ExplicitPolicyConfig, ImplicitPolicyConfig, check_optimizer_fits
+from ebm_policy.datasets import observed_inputs
 from ebm_policy.energy import ModelEnergy
 from ebm_policy.losses import split_energies
 from ebm_policy.models import EBMConvMLP, ExplicitConvMLP, ModelInput
-from ebm_policy.normalize import ActionBounds, ArrayLike, StateNormalizer
+from ebm_policy.normalize import (
+    ActionBounds,
+    ArrayLike,
+    StateNormalizer,
+    action_bounds_from_dataset,
+    state_stats_from_dataset,
+)
 from ebm_policy.objectives import energy_metrics, implicit_loss
 from ebm_policy.optimizers import (
     InferenceOptimizer,
@@ -88,6 +95,9 @@ def images_to_tensor(images: Tensor | np.ndarray, device: torch.device, channels
     x = x.to(device, non_blocking=True).permute(0, 3, 1, 2)  # async from pinned memory
     x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
     return x.contiguous(memory_format=torch.channels_last)
+
+
+P = TypeVar("P", bound="_Policy")
 
 
 class _Policy(nn.Module):
@@ -226,6 +236,32 @@ class _Policy(nn.Module):
     ) -> tuple[Tensor, dict[str, float]]:
         """``self(batch, generator=generator)``: the training loss (see ``forward``)."""
         return self(batch, generator=generator)
+
+    @classmethod
+    def for_dataset(
+        cls: type[P], dataset: Any, config: Any = None, *, seed: int | None = None
+    ) -> P:
+        """A new policy of this class for ``dataset`` (see ``ebm_policy.datasets``): ``config``
+        (default: this class's default config) with the dataset's action bounds, observed inputs
+        (``model.inputs``, ``model.state_dim``, the image channels) and state statistics."""
+        config = cls.config_class() if config is None else config
+        if not isinstance(config, cls.config_class):
+            raise TypeError(f"{cls.__name__} needs a {cls.config_class.__name__}")
+        low, high = action_bounds_from_dataset(dataset)
+        observed = observed_inputs(dataset)
+        model = dataclasses.replace(
+            config.model, inputs=observed.inputs, state_dim=observed.state_dim
+        )
+        channels = observed.image_channels
+        if channels is not None and channels != model.backbone.cnn.in_channels:
+            cnn = dataclasses.replace(model.backbone.cnn, in_channels=channels)
+            backbone = dataclasses.replace(model.backbone, cnn=cnn)
+            model = dataclasses.replace(model, backbone=backbone)
+        mean, std = state_stats_from_dataset(dataset) if observed.state_dim else (None, None)
+        config = dataclasses.replace(config, model=model)
+        make = cast(Any, cls)  # the subclasses' __init__ take the seed
+        policy: P = make(config, low, high, state_mean=mean, state_std=std, seed=seed)
+        return policy
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], map_location: str = "cpu") -> Any:
