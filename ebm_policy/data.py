@@ -1,8 +1,9 @@
 """Data order for training: an endless, seeded, resumable stream of dataset indices.
 
-Any ``torch.utils.data.Dataset`` whose items are ``{"image": uint8 (H, W, C), "action": (A,)}``
-(numpy arrays or tensors) works; items are fetched by a ``DataLoader`` (``num_workers``
-configurable) and collated into ``{"image": (B, H, W, C), "action": (B, A)}``.
+Any ``torch.utils.data.Dataset`` of the protocol in ``ebm_policy.datasets`` works (items
+``{"image": uint8 (H, W, C), "state": (S,), "action": (A,)}`` with the observation keys it has,
+numpy arrays or tensors); items are fetched by a ``DataLoader`` (``num_workers`` configurable)
+and collated into ``{"image": (B, H, W, C), "state": (B, S), "action": (B, A)}``.
 
 With several processes (``world_size`` ranks), the batch size is the *global* batch ``B``: the
 batch of step ``s`` is positions ``[s * B, (s + 1) * B)`` of the one seeded stream, a function of
