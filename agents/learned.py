@@ -59,6 +59,9 @@ class BCAgent:
         self.train_seeds: list[int] = [int(s) for s in metadata.get("train_seeds", [])]
         self._seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+        self.horizon = int(policy.config.chunk.horizon)
+        self.execute = int(policy.config.chunk.steps_executed)
+        self._queues: dict[int, list[np.ndarray]] = {}  # per sub-env: chunk actions still to run
 
     @property
     def image_size(self) -> int:
@@ -102,9 +105,25 @@ class BCAgent:
         )
 
     def reset(self, env_ids: Sequence[int] | None = None) -> None:
-        """The policy is memoryless; only the inference generator restarts when all envs reset."""
+        """Forget the chunk actions still queued for ``env_ids`` (all sub-envs when None, which
+        also restarts the inference generator)."""
         if env_ids is None:
             self.generator.manual_seed(self._seed)
+            self._queues.clear()
+            return
+        for i in env_ids:
+            self._queues.pop(int(i), None)
+
+    def with_execute(self, execute: int) -> BCAgent:
+        """Execute ``execute`` actions of each predicted chunk (``1..horizon``) before asking
+        the policy again; returns the agent."""
+        if not 1 <= execute <= self.horizon:
+            raise ValueError(
+                f"execute must be in 1..{self.horizon} (the policy's chunk length), got {execute}"
+            )
+        self.execute = int(execute)
+        self._queues.clear()
+        return self
 
     def _images(self, obs: Any) -> np.ndarray:
         images = obs["pixels"] if isinstance(obs, Mapping) else obs
@@ -151,8 +170,25 @@ class BCAgent:
         Observations are the env's of ``obs_type``: ``(n, H, W, 3)`` uint8 images,
         ``(n, S)`` states or ``{"pixels", "agent_pos"}``."""
         batch, single = self._observation(obs)
-        actions = self.policy.select_action(batch, generator=self.generator)
-        out = np.asarray(actions, dtype=np.float32)  # numpy in, numpy out
+        if self.horizon == 1:
+            actions = self.policy.select_action(batch, generator=self.generator)
+            out = np.asarray(actions, dtype=np.float32)  # numpy in, numpy out
+            return out[0] if single else out
+        return self._from_chunks(batch, single)
+
+    def _from_chunks(self, batch: dict[str, np.ndarray], single: bool) -> np.ndarray:
+        """Row ``i`` of the batch is sub-env ``i``: those without queued actions get a new chunk
+        (predicted together), then every sub-env runs the next action of its queue."""
+        n = len(next(iter(batch.values())))
+        empty = [i for i in range(n) if not self._queues.get(i)]
+        if empty:
+            part = {k: v[empty] for k, v in batch.items()}
+            chunks = np.asarray(
+                self.policy.predict_action_chunk(part, generator=self.generator), np.float32
+            )  # (len(empty), H, A)
+            for i, chunk in zip(empty, chunks, strict=True):
+                self._queues[i] = list(chunk[: self.execute])
+        out = np.stack([self._queues[i].pop(0) for i in range(n)])
         return out[0] if single else out
 
     def predict(

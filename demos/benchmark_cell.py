@@ -122,7 +122,7 @@ def run_cell(cfg: BenchmarkConfig, cell: Cell) -> list[dict[str, Any]]:
     run_dir = cell_dir(cfg, cell) / "run"
     t0, cpu0 = time.perf_counter(), time.process_time()
     with contextlib.redirect_stdout(io.StringIO()):
-        policy, configs = cfg.policy_configs(cell.policy)
+        policy, configs = cfg.policy_configs(cell.policy, cell.horizon)
         run_train(
             TrainJobConfig(
                 data=cfg.dataset_path(cell.env, cell.action_type, cell.n_demos, cell.obs_type),
@@ -187,6 +187,8 @@ def evaluate_checkpoints(cfg: BenchmarkConfig, cell: Cell, run_dir: Path) -> lis
                     "mean_episode_length": metrics["eval/mean_episode_length"],
                     "mean_final_distance": metrics["eval/mean_final_distance"],
                     "policy_ms_per_step": metrics["eval/policy_ms_per_step"],
+                    "mean_action_change": metrics["eval/mean_action_change"],
+                    "execute": getattr(agent, "execute", 1),
                     "eval_seconds": round(time.perf_counter() - t0, 2),
                     "eval_cpu_seconds": round(time.process_time() - cpu0, 2),
                 }

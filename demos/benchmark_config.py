@@ -2,7 +2,7 @@
 expand to.
 
 A *cell* is one training run (env x policy x number of demos x action type x observation type x
-training seed) plus the evaluation of its kept checkpoints. A *dataset* is shared by every cell
+chunk horizon x training seed) plus the evaluation of its kept checkpoints. A *dataset* is shared by every cell
 with the same env, action type, observation type and number of demos: the first N episodes of one
 collection of ``max(--demos)``. The observation type (``--obs-types``, the env's ``obs_type``)
 picks the policies' inputs: images, states or images + agent position. Names and settings of
@@ -20,7 +20,7 @@ import envs
 from demos.args import help_field, one_of, registered_env
 from demos.collect import CollectConfig
 from demos.train import PolicyConfigs
-from ebm_policy import DFOConfig, ImplicitPolicyConfig, InfoNCEConfig, TrainConfig
+from ebm_policy import ChunkConfig, DFOConfig, ImplicitPolicyConfig, InfoNCEConfig, TrainConfig
 from ebm_policy.config import config_to_dict
 from envs.base import SIZE_RANGE
 
@@ -32,6 +32,8 @@ POLICIES: tuple[str, ...] = (
     "explicit",
     "implicit-langevin",
     "implicit-autoregressive_dfo",
+    "implicit-perturbed",
+    "implicit-ranking",
 )
 ACTION_TYPES: tuple[str, ...] = ("position", "delta")
 OBS_TYPES: tuple[str, ...] = ("pixels", "state", "pixels_agent_pos")
@@ -97,12 +99,14 @@ class Cell:
     seed: int
     policy: str
     obs_type: str = "pixels"
+    horizon: int = 1
 
     @property
     def name(self) -> str:
+        chunk = "" if self.horizon == 1 else f"_h{self.horizon}"  # names from before chunks
         return (
             f"{env_slug(self.env)}_{self.policy}_n{self.n_demos}_{self.action_type}"
-            f"{obs_suffix(self.obs_type)}_s{self.seed}"
+            f"{obs_suffix(self.obs_type)}{chunk}_s{self.seed}"
         )
 
     def settings(self) -> dict[str, Any]:
@@ -112,6 +116,7 @@ class Cell:
             "n_demos": self.n_demos,
             "action_type": self.action_type,
             "obs_type": self.obs_type,
+            "horizon": self.horizon,
             "seed": self.seed,
         }
 
@@ -143,6 +148,11 @@ class BenchmarkConfig:
         DEFAULT_OBS_TYPES,
         f"env observation types, the policies' inputs ({', '.join(OBS_TYPES)})",
         check=one_of(*OBS_TYPES),
+    )
+    horizons: tuple[int, ...] = help_field(
+        (1,),
+        "action chunk lengths H (each cell executes --execute actions of a chunk, by default H // 2)",
+        min=1,
     )
     data_seed: int = help_field(
         0, "demo episode i is reset with data-seed + i (the expert's seed too)", min=0
@@ -196,6 +206,8 @@ class BenchmarkConfig:
         d["models"] = config_to_dict(self.models)
         if self.obs_types == DEFAULT_OBS_TYPES:  # grids from before the option read the same
             del d["obs_types"]
+        if self.horizons == (1,):
+            del d["horizons"]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     def row_settings(self) -> dict[str, Any]:
@@ -219,14 +231,22 @@ class BenchmarkConfig:
                 )
         return " ".join(parts)
 
-    def policy_configs(self, policy: str) -> tuple[str, PolicyConfigs]:
-        """``(policy class, configs)`` that train the grid's ``policy`` (see ``POLICIES``)."""
+    def policy_configs(self, policy: str, horizon: int = 1) -> tuple[str, PolicyConfigs]:
+        """``(policy class, configs)`` that train the grid's ``policy`` (see ``POLICIES``) on
+        chunks of ``horizon`` actions (``--execute`` as the models give it)."""
+        models = self.models
+        if horizon != models.chunk.horizon:
+            execute = models.chunk.execute
+            chunk = ChunkConfig(
+                horizon=horizon, execute=None if execute is None else min(execute, horizon)
+            )
+            models = replace(models, chunk=chunk)
         if not policy.startswith("implicit-"):
-            return policy, self.models
+            return policy, models
         method = policy.removeprefix("implicit-")
         pair = ImplicitPolicyConfig.for_method(method)  # type: ignore[arg-type]
-        implicit = replace(self.models.implicit, loss=pair.loss, optimizer=pair.optimizer)
-        return "implicit", replace(self.models, implicit=implicit)
+        implicit = replace(models.implicit, loss=pair.loss, optimizer=pair.optimizer)
+        return "implicit", replace(models, implicit=implicit)
 
     def kept_steps(self) -> list[int]:
         return list(range(self.keep_every, self.steps + 1, self.keep_every))
@@ -240,11 +260,12 @@ class BenchmarkConfig:
 
     def cells(self) -> list[Cell]:
         return [
-            Cell(env, n, at, seed, policy, ot)
+            Cell(env, n, at, seed, policy, ot, h)
             for env in self.envs
             for n in self.demos
             for at in self.action_types
             for ot in self.obs_types
+            for h in self.horizons
             for seed in self.seeds
             for policy in self.policies
         ]
@@ -278,7 +299,7 @@ def _check_grid(cfg: BenchmarkConfig) -> None:
     _check_names("obs-types", cfg.obs_types, OBS_TYPES, "observation type")
     for at in cfg.action_types:
         action_type_kwargs(at)
-    for option in ("seeds", "demos"):
+    for option in ("seeds", "demos", "horizons"):
         values = getattr(cfg, option)
         if not values:
             raise ValueError(f"--{option} needs at least one value")
@@ -290,6 +311,9 @@ def _check_grid(cfg: BenchmarkConfig) -> None:
     for s in cfg.seeds:
         if s < 0:
             raise ValueError(f"--seeds must be non-negative, got {s}")
+    for h in cfg.horizons:
+        if h < 1:
+            raise ValueError(f"--horizons must be positive, got {h}")
     positive = (
         "image_size",
         "steps",

@@ -18,8 +18,8 @@ from typing import Any
 from demos.evaluate import wilson_interval
 
 SPREAD_GOAL = 0.10  # at most 10 points of success between the last checkpoints (implicit)
-GROUP_KEYS = ("env", "policy", "n_demos", "action_type", "obs_type")
-ROW_DEFAULTS = {"obs_type": "pixels"}  # rows written before the setting existed
+GROUP_KEYS = ("env", "policy", "n_demos", "action_type", "obs_type", "horizon")
+ROW_DEFAULTS: dict[str, Any] = {"obs_type": "pixels", "horizon": 1}  # rows from before them
 
 
 def row_value(row: dict[str, Any], key: str) -> Any:
@@ -74,9 +74,48 @@ def group_stats(rows: list[dict[str, Any]], last: int) -> list[dict[str, Any]]:
                 "policy_ms_per_step": sum(c["final"]["policy_ms_per_step"] for c in cells)
                 / len(cells),
                 "max_spread": max(c["spread"] for c in cells),
+                "action_change": _mean_of(c["final"].get("mean_action_change") for c in cells),
             }
         )
     return out
+
+
+def _mean_of(values: Iterable[float | None]) -> float:
+    """The mean of the known values (``nan`` when none is: rows from before the metric)."""
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else math.nan
+
+
+def policy_label(g: dict[str, Any]) -> str:
+    """The policy's name, with its chunk length when it predicts chunks (``implicit H=4``)."""
+    h = row_value(g, "horizon")
+    return g["policy"] if h == 1 else f"{g['policy']} H={h}"
+
+
+def format_chunk_table(groups: list[dict[str, Any]]) -> list[str]:
+    """Chunk lengths side by side: one row per env x action type x observation type x policy,
+    per horizon the success mean ± std over seeds, the policy's ms per control step and the
+    mean absolute change of the commanded action between steps (smoothness)."""
+    horizons = sorted({row_value(g, "horizon") for g in groups})
+    by_row = group_rows(groups, ("env", "action_type", "obs_type", "n_demos", "policy"))
+    lines = [
+        "## Action chunks (success mean ± std over seeds / policy ms per step / mean |change| of "
+        "the commanded action between steps)",
+        "",
+        "| env | action | obs | demos | policy | " + " | ".join(f"H={h}" for h in horizons) + " |",
+        "|---|---|---|---:|---|" + "---:|" * len(horizons),
+    ]
+    for (env, at, ot, n, policy), grows in by_row.items():
+        cell = {row_value(g, "horizon"): g for g in grows}
+        values = [
+            f"{_pct(cell[h]['success_mean'])} ± {100 * cell[h]['success_std']:.0f} / "
+            f"{cell[h]['policy_ms_per_step']:.1f} ms / {cell[h]['action_change']:.3f}"
+            if h in cell
+            else "-"
+            for h in horizons
+        ]
+        lines.append(f"| {env} | {at} | {ot} | {n} | {policy} | " + " | ".join(values) + " |")
+    return lines
 
 
 def _pct(x: float) -> str:
@@ -123,7 +162,7 @@ def format_summary(rows: list[dict[str, Any]], last: int, command: str = "") -> 
     for g in groups:
         lo, hi = g["pooled_ci95"]
         lines.append(
-            f"| {g['env']} | {g['policy']} | {g['n_demos']} | {g['action_type']} | {g['obs_type']} "
+            f"| {g['env']} | {policy_label(g)} | {g['n_demos']} | {g['action_type']} | {g['obs_type']} "
             f"| {len(g['seeds'])} "
             f"| {g['step']} | {_pct(g['success_mean'])} | {100 * g['success_std']:.1f} pts "
             f"| {_pct(lo)}-{_pct(hi)} | {g['episodes']} | {100 * g['max_spread']:.0f} pts "
@@ -131,6 +170,8 @@ def format_summary(rows: list[dict[str, Any]], last: int, command: str = "") -> 
         )
     if len({g["obs_type"] for g in groups}) > 1:
         lines += ["", *format_obs_table(groups)]
+    if len({row_value(g, "horizon") for g in groups}) > 1:
+        lines += ["", *format_chunk_table(groups)]
     lines += [
         "",
         "## Stability per cell",
@@ -146,8 +187,8 @@ def format_summary(rows: list[dict[str, Any]], last: int, command: str = "") -> 
             else "-"
         )
         lines.append(
-            f"| {c['env']} | {c['policy']} | {c['n_demos']} | {c['action_type']} | {c['obs_type']} "
-            f"| {c['seed']} "
+            f"| {c['env']} | {policy_label(c)} | {c['n_demos']} | {c['action_type']} "
+            f"| {c['obs_type']} | {c['seed']} "
             f"| {_pct(c['final']['success_rate'])} | {100 * c['spread']:.0f} pts "
             f"| {c['spread_checkpoints']} | {goal} |"
         )

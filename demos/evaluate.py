@@ -57,6 +57,11 @@ class EvalConfig:
         None,
         "implicit: the inference optimizer (none: the checkpoint's; a kind starts from its defaults)",
     )
+    execute: int | None = help_field(
+        None,
+        "actions of each predicted chunk executed before the next prediction (default: the checkpoint's)",
+        min=1,
+    )
     progress: bool = help_field(True, "show a progress bar")
 
     def __post_init__(self) -> None:
@@ -88,10 +93,18 @@ def summarize(episodes: list[Episode], stats: RolloutStats, num_envs: int) -> di
         "eval/episodes": n,
         "eval/mean_episode_length": _mean([ep.length for ep in episodes]),
         "eval/mean_final_distance": _mean([ep.final_distance for ep in episodes]),
+        "eval/mean_action_change": _mean([action_change(ep.actions) for ep in episodes]),
         "eval/policy_ms_per_call": stats.ms_per_policy_call,
         "eval/policy_ms_per_step": stats.ms_per_policy_call / num_envs,
         "eval/env_steps_per_s": stats.steps_per_second,
     }
+
+
+def action_change(actions: np.ndarray) -> float:
+    """Smoothness of an episode's commands: the mean absolute change of the commanded action
+    between consecutive steps, over steps and dimensions (``(T, A) -> scalar``; 0 for ``T < 2``)."""
+    a = np.asarray(actions, dtype=np.float64)
+    return float(np.abs(np.diff(a, axis=0)).mean()) if len(a) > 1 else 0.0
 
 
 def _mean(values: list[float]) -> float | None:
@@ -134,6 +147,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """
     torch.set_num_threads(cfg.threads)
     agent = load_agent(cfg.ckpt, env_id=cfg.env, optimizer=cfg.optimizer)
+    if cfg.execute is not None:
+        if not hasattr(agent, "with_execute"):
+            raise ValueError(f"{cfg.ckpt}: --execute needs a BC policy (this agent has no chunks)")
+        agent.with_execute(cfg.execute)
     policy_config = getattr(getattr(agent, "policy", None), "config", None)
     optimizer = getattr(policy_config, "optimizer", None)
     optimizer_dict = config_to_dict(optimizer) if optimizer is not None else None
@@ -147,9 +164,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             f"{cfg.ckpt}: trained on {env_id!r}, which is not a registered env here "
             f"({', '.join(registered_env_ids())}); pass --env to evaluate it on another"
         )
-    out = cfg.out or Path(cfg.ckpt).parent / eval_folder_name(
-        cfg.optimizer is not None, optimizer_dict
-    )
+    name = eval_folder_name(cfg.optimizer is not None, optimizer_dict)
+    if cfg.execute is not None:  # another execution of the chunks: its own folder too
+        name += f"_execute{cfg.execute}"
+    out = cfg.out or Path(cfg.ckpt).parent / name
     seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
     overlap = set(seeds) & set(agent.train_seeds)
     if overlap:

@@ -39,6 +39,8 @@ from demos.args import check_options, help_field, registered_env
 from demos.launch import in_torchrun
 from ebm_policy import (
     BackboneConfig,
+    ChunkConfig,
+    ChunkedDataset,
     CNNConfig,
     DFOConfig,
     EBMConfig,
@@ -52,10 +54,10 @@ from ebm_policy import (
     train,
 )
 from ebm_policy.checkpoint import load_checkpoint
+from ebm_policy.config import METHODS
 from ebm_policy.distributed import current_rank
 from ebm_policy.trainer import CKPT_LAST
 
-METHODS = ("dfo", "langevin", "autoregressive_dfo")
 IMPLICIT_PRESETS = {m: (lambda m=m: ImplicitPolicyConfig.for_method(m)) for m in METHODS}  # type: ignore[misc]
 
 
@@ -67,15 +69,18 @@ class PolicyConfigs:
     backbone: BackboneConfig = help_field(
         factory=BackboneConfig, flatten=True, help="the image encoder of both policies"
     )
+    chunk: ChunkConfig = help_field(
+        factory=ChunkConfig, flatten=True, help="action chunks of both policies"
+    )
     implicit: ImplicitPolicyConfig = help_field(
         factory=ImplicitPolicyConfig,
         presets=IMPLICIT_PRESETS,
-        hide=("model.backbone",),
+        hide=("model.backbone", "chunk"),
         help="the implicit policy (its encoder is --cnn.*/--softargmax.*; the action dimension comes from the dataset)",
     )
     explicit: ExplicitPolicyConfig = help_field(
         factory=ExplicitPolicyConfig,
-        hide=("model.backbone",),
+        hide=("model.backbone", "chunk"),
         help="the explicit policy (its encoder is --cnn.*/--softargmax.*; the action dimension comes from the dataset)",
     )
 
@@ -87,12 +92,18 @@ class PolicyConfigs:
                     f"PolicyConfigs: {name}.model.backbone differs from the shared backbone; set "
                     f"PolicyConfigs.backbone (both policies use it)"
                 )
+            if getattr(self, name).chunk not in (self.chunk, ChunkConfig()):
+                raise ValueError(
+                    f"PolicyConfigs: {name}.chunk differs from the shared one; set "
+                    f"PolicyConfigs.chunk (both policies use it)"
+                )
 
     def chosen(
         self, policy: str, action_dim: int, inputs: str = "image", state_dim: int = 0
     ) -> ImplicitPolicyConfig | ExplicitPolicyConfig:
-        """The config of ``policy`` with the shared backbone and the dataset's action dimension
-        and observed inputs (``"image"``, ``"state"`` or ``"image_state"``, ``state_dim``)."""
+        """The config of ``policy`` with the shared backbone and action chunks, and the dataset's
+        action dimension and observed inputs (``"image"``, ``"state"`` or ``"image_state"``,
+        ``state_dim``)."""
         cfg = self.implicit if policy == "implicit" else self.explicit
         model = replace(
             cfg.model,
@@ -101,7 +112,7 @@ class PolicyConfigs:
             state_dim=state_dim,
             backbone=self.backbone,
         )
-        return replace(cfg, model=model)  # type: ignore[arg-type]
+        return replace(cfg, model=model, chunk=self.chunk)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -179,7 +190,8 @@ def check_fits_checkpoint(data: Path, dataset: Any, ckpt_path: Path) -> None:
     if not ckpt_path.is_file():
         return
     ckpt = load_checkpoint(ckpt_path, map_location="cpu")
-    action_dim = int(ckpt["config"]["model"]["action_dim"])
+    horizon = int(ckpt["config"].get("chunk", {}).get("horizon", 1))
+    action_dim = int(ckpt["config"]["model"]["action_dim"]) // horizon  # of one action
     trained = ckpt["metadata"].get("image_shape", dataset.image_shape)
     shape = None if trained is None else tuple(int(v) for v in trained)
     given = None if dataset.image_shape is None else tuple(dataset.image_shape)
@@ -231,6 +243,10 @@ def run_train(cfg: TrainJobConfig) -> Path:
         if isinstance(policy, ImplicitPolicy)
         else ""
     )
+    if policy.horizon > 1:
+        method += (
+            f" on chunks of {policy.horizon} actions (episode ends padded with their last action)"
+        )
     where = f" on {rank.world_size} processes" if rank.enabled else ""
     observed = {
         "image": f"{'x'.join(map(str, dataset.image_shape or ()))} images",
@@ -242,6 +258,8 @@ def run_train(cfg: TrainJobConfig) -> Path:
             f"training {cfg.policy}{method}{where} on {dataset.num_episodes} episodes / {len(dataset)} samples "
             f"of {dataset.env_id or 'an unnamed env (pass --env)'} ({inputs}) -> {cfg.out}"
         )
+    if policy.horizon > 1:  # items hold the next H actions, cut at episode ends
+        dataset = ChunkedDataset(dataset, policy.horizon)  # type: ignore[assignment]
     train(policy, dataset, cfg.train, cfg.out, resume=cfg.resume, metadata=metadata)
     return cfg.out / "ckpt_last.pt"
 

@@ -36,9 +36,11 @@ from ebm_policy.checkpoint import (
     load_policy,
     save_checkpoint,
 )
+from ebm_policy.chunks import ChunkedDataset, window_indices
 from ebm_policy.config import (
     AutoregressiveInfoNCEConfig,
     BackboneConfig,
+    ChunkConfig,
     CNNConfig,
     EBMConfig,
     ExplicitConfig,
@@ -47,6 +49,8 @@ from ebm_policy.config import (
     InfoNCEConfig,
     LangevinInfoNCEConfig,
     OptimConfig,
+    PerturbedInfoNCEConfig,
+    RankingNCEConfig,
     SoftArgmaxConfig,
     config_from_dict,
     config_to_dict,
@@ -77,17 +81,28 @@ from ebm_policy.optimizers import (
     LangevinConfig,
     LangevinOptimizer,
     OptimizerConfig,
+    ProposalDFO,
+    ProposalDFOConfig,
     SearchHistory,
     build_optimizer,
     optimizer_config,
 )
 from ebm_policy.policies import POLICY_CLASSES, ExplicitPolicy, ImplicitPolicy, Policy
+from ebm_policy.proposal import MixtureProposal
 from ebm_policy.runtime import retain_freed_memory
 from ebm_policy.trainer import TrainConfig, Trainer, train
 from ebm_policy.workspace import Workspace
 
 __all__ = [
     "ArrayDataset",
+    "ChunkConfig",
+    "ChunkedDataset",
+    "window_indices",
+    "MixtureProposal",
+    "PerturbedInfoNCEConfig",
+    "RankingNCEConfig",
+    "ProposalDFO",
+    "ProposalDFOConfig",
     "Workspace",
     "retain_freed_memory",
     "CNN",

@@ -25,6 +25,7 @@ from ebm_policy.optimizers import (
     LangevinChainConfig,
     LangevinConfig,
     OptimizerConfig,
+    ProposalDFOConfig,
 )
 from ebm_policy.params import check_params, one_of, param
 
@@ -170,6 +171,32 @@ class ExplicitConfig:
 
 
 @dataclass(frozen=True)
+class ChunkConfig:
+    """Action chunks: a policy predicts the next ``horizon`` actions of one observation (the model
+    scores or regresses an action of ``horizon x A`` dimensions) and an agent executes the first
+    ``execute`` of them before it asks again. ``horizon = 1`` is one action per step."""
+
+    horizon: int = param(1, "actions predicted per observation (a chunk; 1: one action)", min=1)
+    execute: int | None = param(
+        None,
+        "actions of each chunk executed before the next prediction (None: horizon // 2, at least 1)",
+        min=1,
+    )
+
+    def __post_init__(self) -> None:
+        check_params(self)
+        if self.execute is not None and self.execute > self.horizon:
+            raise ValueError(
+                f"ChunkConfig: execute ({self.execute}) must not exceed horizon ({self.horizon})"
+            )
+
+    @property
+    def steps_executed(self) -> int:
+        """Actions of a chunk executed before the next prediction."""
+        return self.execute if self.execute is not None else max(1, self.horizon // 2)
+
+
+@dataclass(frozen=True)
 class InfoNCEConfig:
     """InfoNCE over uniform counter-examples (``losses.info_nce_loss``); pairs with DFO."""
 
@@ -229,7 +256,60 @@ class AutoregressiveInfoNCEConfig:
         check_params(self)
 
 
-LossConfig = InfoNCEConfig | LangevinInfoNCEConfig | AutoregressiveInfoNCEConfig
+@dataclass(frozen=True)
+class PerturbedInfoNCEConfig:
+    """InfoNCE over counter-examples near the expert action: the expert's action plus Gaussian
+    noise at several scales (clamped to the bounds), and ``uniform_fraction`` of them uniform
+    (``objectives.perturbed_infonce``). Hard counter-examples for long (chunked) actions, where
+    uniform ones almost never land near the data; pairs with DFO."""
+
+    kind: ClassVar[str] = "perturbed"
+
+    num_counter_examples: int = param(128, "counter-examples per example", min=1)
+    scales: tuple[float, ...] = param(
+        (0.05, 0.1, 0.2, 0.4),
+        "noise stds of the perturbations (normalized units: the box is [-1, 1]), used in turn",
+        above=0,
+    )
+    uniform_fraction: float = param(0.25, "fraction of uniform counter-examples", min=0, max=1)
+
+    def __post_init__(self) -> None:
+        check_params(self)
+        if not self.scales:
+            raise ValueError("PerturbedInfoNCEConfig: scales needs at least one noise std")
+
+
+@dataclass(frozen=True)
+class RankingNCEConfig:
+    """Ranking NCE with a learned proposal (Singh, Tu and Sindhwani 2023): a mixture-of-Gaussians
+    proposal ``q(a | o)`` (squashed into the box by tanh) is fit to the expert actions by maximum
+    likelihood, the counter-examples are its samples, and the logits are ``-E(o, a) - log q(a |
+    o)``, which makes ``exp(-E)`` estimate the action density itself rather than its ratio to
+    ``q`` (``objectives.ranking_nce``). Pairs with proposal DFO (sample from ``q``, score,
+    refine)."""
+
+    kind: ClassVar[str] = "ranking"
+
+    num_counter_examples: int = param(128, "proposal samples per example", min=1)
+    components: int = param(8, "mixture components of the proposal", min=1)
+    proposal_hidden_dims: tuple[int, ...] = param(
+        (256, 256), "hidden widths of the proposal's MLP", min=1
+    )
+    proposal_weight: float = param(
+        1.0, "weight of the proposal's negative log-likelihood in the loss", above=0
+    )
+
+    def __post_init__(self) -> None:
+        check_params(self)
+
+
+LossConfig = (
+    InfoNCEConfig
+    | LangevinInfoNCEConfig
+    | AutoregressiveInfoNCEConfig
+    | PerturbedInfoNCEConfig
+    | RankingNCEConfig
+)
 """Any implicit training objective's config; its ``kind`` names it."""
 
 
@@ -262,6 +342,11 @@ class OptimConfig:
         check_params(self)
 
 
+Method = Literal["dfo", "langevin", "autoregressive_dfo", "perturbed", "ranking"]
+METHODS: tuple[str, ...] = get_args(Method)
+"""Training objective + inference optimizer pairs ``ImplicitPolicyConfig.for_method`` knows."""
+
+
 @dataclass(frozen=True)
 class ImplicitPolicyConfig:
     """Everything an ``ImplicitPolicy`` needs besides its action bounds.
@@ -273,6 +358,7 @@ class ImplicitPolicyConfig:
     """
 
     model: EBMConfig = param(factory=EBMConfig, help="energy model")
+    chunk: ChunkConfig = param(factory=ChunkConfig, help="action chunks")
     loss: LossConfig = param(factory=InfoNCEConfig, help="training objective")
     optimizer: OptimizerConfig = param(factory=DFOConfig, help="inference optimizer")
     optim: OptimConfig = param(factory=OptimConfig, help="gradient optimizer and lr schedule")
@@ -298,6 +384,11 @@ class ImplicitPolicyConfig:
         """Whether the model scores action prefixes (trained by the autoregressive loss)."""
         return isinstance(self.loss, AutoregressiveInfoNCEConfig)
 
+    @property
+    def proposal(self) -> RankingNCEConfig | None:
+        """The learned proposal's settings, when the model has one (ranking NCE)."""
+        return self.loss if isinstance(self.loss, RankingNCEConfig) else None
+
     def chunk_elements(self, device_type: str) -> int:
         """``max_chunk_elements``, or its default for a device type (``"cpu"``, ``"cuda"``, ...):
         1 MB of activations (cache-sized) on a CPU, 256 MB on a GPU."""
@@ -312,14 +403,17 @@ class ImplicitPolicyConfig:
         return 4 if device_type == "cpu" else None
 
     @classmethod
-    def for_method(
-        cls, method: Literal["dfo", "langevin", "autoregressive_dfo"], **overrides: Any
-    ) -> ImplicitPolicyConfig:
-        """The paper's training objective and inference optimizer for ``method``."""
+    def for_method(cls, method: Method, **overrides: Any) -> ImplicitPolicyConfig:
+        """The training objective and its inference optimizer for ``method``: the paper's three
+        (``dfo``: uniform counter-examples, ``langevin``, ``autoregressive_dfo``), ``perturbed``
+        (counter-examples near the expert, DFO) and ``ranking`` (a learned proposal with ranking
+        NCE, proposal DFO)."""
         pairs: dict[str, tuple[Any, Any]] = {
             "dfo": (InfoNCEConfig(), DFOConfig()),
             "langevin": (LangevinInfoNCEConfig(), LangevinConfig()),
             "autoregressive_dfo": (AutoregressiveInfoNCEConfig(), AutoregressiveDFOConfig()),
+            "perturbed": (PerturbedInfoNCEConfig(), DFOConfig()),
+            "ranking": (RankingNCEConfig(), ProposalDFOConfig()),
         }
         if method not in pairs:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(pairs)}")
@@ -328,20 +422,26 @@ class ImplicitPolicyConfig:
 
 
 def check_optimizer_fits(optimizer: Any, loss: Any) -> None:
-    """``ValueError`` when ``optimizer`` needs prefix energies (its class says so) and ``loss``
-    does not train them."""
+    """``ValueError`` when ``optimizer`` needs prefix energies or a learned proposal (its class
+    says so) and ``loss`` does not train them."""
     entry = OPTIMIZERS.get(getattr(optimizer, "kind", ""))
-    if (
-        entry is not None
-        and entry[1].needs_prefix_energies
-        and not isinstance(loss, AutoregressiveInfoNCEConfig)
-    ):
-        raise ValueError(
-            f"optimizer {optimizer.kind!r} needs a model trained with loss "
-            f"{AutoregressiveInfoNCEConfig.kind!r} (prefix energies), this one is trained with loss "
-            f"{loss.kind!r}; choose optimizer "
-            + " or ".join(k for k, (_, cls) in OPTIMIZERS.items() if not cls.needs_prefix_energies)
-        )
+    if entry is None:
+        return
+    needs: list[tuple[bool, Any, str]] = [
+        (entry[1].needs_prefix_energies, AutoregressiveInfoNCEConfig, "prefix energies"),
+        (getattr(entry[1], "needs_proposal", False), RankingNCEConfig, "a learned proposal"),
+    ]
+    for needed, loss_cls, what in needs:
+        if needed and not isinstance(loss, loss_cls):
+            usable = " or ".join(
+                k
+                for k, (_, cls) in OPTIMIZERS.items()
+                if not cls.needs_prefix_energies and not getattr(cls, "needs_proposal", False)
+            )
+            raise ValueError(
+                f"optimizer {optimizer.kind!r} needs a model trained with loss {loss_cls.kind!r} "
+                f"({what}), this one is trained with loss {loss.kind!r}; choose optimizer {usable}"
+            )
 
 
 @dataclass(frozen=True)
@@ -349,6 +449,7 @@ class ExplicitPolicyConfig:
     """Everything an ``ExplicitPolicy`` needs besides its action bounds."""
 
     model: ExplicitConfig = param(factory=ExplicitConfig, help="regression model")
+    chunk: ChunkConfig = param(factory=ChunkConfig, help="action chunks")
     optim: OptimConfig = param(
         factory=lambda: OptimConfig(weight_decay=1e-4), help="gradient optimizer and lr schedule"
     )

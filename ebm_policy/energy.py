@@ -49,6 +49,16 @@ class ModelEnergy:
         self.batch_size = int(features.shape[0])
         self.action_dim = model.cfg.action_dim
         self.has_prefix_energies = model.prefix_energies
+        self.has_proposal = getattr(model, "proposal", None) is not None
+
+    def propose(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` samples per observation from the model's learned proposal: ``-> (B, n, A)`` in
+        ``(-1, 1)``; ``ValueError`` for a model without one."""
+        if self.model.proposal is None:
+            raise ValueError(
+                "this energy model has no learned proposal (loss 'ranking' trains one)"
+            )
+        return self.model.proposal.sample(self.features, n, generator)
 
     @classmethod
     def of_observations(
@@ -124,6 +134,7 @@ class NaiveModelEnergy:
         self.batch_size = int(first.shape[0])
         self.action_dim = model.cfg.action_dim
         self.has_prefix_energies = False
+        self.has_proposal = False
 
     def __call__(self, actions: Tensor) -> Tensor:
         with torch.no_grad():

@@ -46,6 +46,34 @@ def make_candidates(
     return mix_in_positives(positives, negatives, generator)
 
 
+def perturbed_negatives(
+    positives: Tensor,
+    num_counter_examples: int,
+    scales: tuple[float, ...],
+    uniform_fraction: float,
+    low: Tensor,
+    high: Tensor,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Counter-examples near the expert: ``positives (B, A) -> (B, N, A)``.
+
+    The first ``round(uniform_fraction * N)`` are uniform within ``[low, high]``; counter-example
+    ``i`` of the rest is the positive plus Gaussian noise of std ``scales[i % len(scales)]``,
+    clamped to the bounds."""
+    b, a = positives.shape
+    n_uniform = round(uniform_fraction * num_counter_examples)
+    n_near = num_counter_examples - n_uniform
+    uniform = sample_uniform((b, n_uniform, a), low, high, generator)
+    std = torch.tensor(scales, device=positives.device, dtype=positives.dtype)
+    std = std[torch.arange(n_near, device=positives.device) % len(scales)]  # (n_near,)
+    noise = torch.randn(
+        (b, n_near, a), generator=generator, device=positives.device, dtype=positives.dtype
+    )
+    near = positives.unsqueeze(1) + noise * std[:, None]
+    near = torch.maximum(torch.minimum(near, high), low)
+    return torch.cat((uniform, near), dim=1)
+
+
 def mix_in_positives(
     positives: Tensor, negatives: Tensor, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -64,6 +92,13 @@ def mix_in_positives(
 def info_nce_loss(energies: Tensor, labels: Tensor) -> Tensor:
     """``energies (B, N + 1), labels (B,) -> scalar``: mean of ``-log softmax(-E)[label]``."""
     return F.cross_entropy(-energies, labels)
+
+
+def ranking_nce_loss(energies: Tensor, log_q: Tensor, labels: Tensor) -> Tensor:
+    """Ranking NCE: ``energies (B, N + 1), log q (B, N + 1), labels (B,) -> scalar``, the mean
+    of ``-log softmax(-E - log q)[label]``: with the counter-examples drawn from ``q``, the
+    correction makes the optimum ``-E = log p(a | o) + const``."""
+    return F.cross_entropy(-energies - log_q, labels)
 
 
 def split_energies(energies: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:

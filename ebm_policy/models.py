@@ -17,8 +17,9 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from ebm_policy.config import EBMConfig, ExplicitConfig
+from ebm_policy.config import EBMConfig, ExplicitConfig, RankingNCEConfig
 from ebm_policy.modules import CNN, MLP, SpatialSoftArgmax
+from ebm_policy.proposal import MixtureProposal
 from ebm_policy.workspace import Workspace
 
 ModelInput = Tensor | Mapping[str, Tensor]
@@ -215,13 +216,28 @@ class EBMConvMLP(ObservationEncoder):
     parameters and ``A`` times the weight updates to learn the same encoder-to-action mapping).
     """
 
-    def __init__(self, cfg: EBMConfig, *, prefix_energies: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: EBMConfig,
+        *,
+        prefix_energies: bool = False,
+        proposal: RankingNCEConfig | None = None,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.prefix_energies = prefix_energies
         self._build_encoder(cfg)
         action_in = 2 * cfg.action_dim if prefix_energies else cfg.action_dim
         self.head = EnergyHead(self.feature_dim, action_in, cfg.hidden_dims)
+        # ranking NCE's learned proposal q(a | o) over the same features (``proposal.py``)
+        self.proposal: MixtureProposal | None = None
+        if proposal is not None:
+            self.proposal = MixtureProposal(
+                self.feature_dim,
+                cfg.action_dim,
+                proposal.components,
+                proposal.proposal_hidden_dims,
+            )
 
     @property
     def hidden_width(self) -> int:
@@ -246,22 +262,48 @@ class EBMConvMLP(ObservationEncoder):
         pad[..., a - j : a] = 1.0  # the mask's first j entries
         return torch.cat((actions, pad), dim=-1)
 
+    def proposal_energy(self, features: Tensor, actions: Tensor) -> Tensor | None:
+        """``-log q(a | o)`` of the learned proposal, ``(B, D), (B, N, A) -> (B, N)``, without
+        gradient (None for a model without a proposal).
+
+        A model with a proposal is a residual energy model: its energy is the head's ``E_head``
+        plus ``-log q``, so ``exp(-E) = q exp(-E_head)`` and the head only learns how the
+        action density differs from the proposal's (ranking NCE's logits ``-E - log q`` are then
+        ``-E_head``)."""
+        if self.proposal is None:
+            return None
+        with torch.no_grad():
+            return -self.proposal.log_prob(features.detach(), actions.detach())
+
     def energy(self, features: Tensor, actions: Tensor) -> Tensor:
         """``features (B, D), actions (B, N, j) -> energies (B, N)`` (``j < A``: prefixes)."""
-        return self.head(features, self.head_input(actions))
+        energies = self.head(features, self.head_input(actions))
+        residual = self.proposal_energy(features, actions)
+        return energies if residual is None else energies + residual
 
     def energy_chunked(
         self, features: Tensor, actions: Tensor, max_rows: int, workspace: Workspace | None = None
     ) -> Tensor:
         """Inference-only ``energy`` in bounded memory: ``(B, D), (B, M, j) -> (B, M)``; the
         hidden activations live in ``workspace`` (see ``EnergyHead.forward_chunked``)."""
-        return self.head.forward_chunked(features, self.head_input(actions), max_rows, workspace)
+        energies = self.head.forward_chunked(
+            features, self.head_input(actions), max_rows, workspace
+        )
+        residual = self.proposal_energy(features, actions)
+        return energies if residual is None else energies + residual
 
     def energy_and_grad(self, features: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         """``features (B, D), actions (B, N, j) -> energies (B, N), dE/da (B, N, j)``, no
         autograd graph (for Langevin chains; the model's weights get no gradient)."""
         energies, grad = self.head.forward_with_action_grad(features, self.head_input(actions))
-        return energies, grad[..., : actions.shape[-1]]
+        grad = grad[..., : actions.shape[-1]]
+        if self.proposal is not None:
+            with torch.enable_grad():
+                a = actions.detach().requires_grad_(True)
+                nlq = -self.proposal.log_prob(features.detach(), a)
+                (g,) = torch.autograd.grad(nlq.sum(), a)
+            energies, grad = energies + nlq.detach(), grad + g
+        return energies, grad
 
     def forward(self, obs: ModelInput, actions: Tensor) -> Tensor:
         """``obs (images (B, C, H, W) ...), actions (B, N, A) -> energies (B, N)``."""
@@ -272,7 +314,10 @@ class EBMConvMLP(ObservationEncoder):
 
         ``(B, C, H, W), (B, N, A) -> (B, N)``; kept for benchmarks and equivalence tests.
         """
-        return self.head.forward_concat(self.encode(obs), self.head_input(actions))
+        features = self.encode(obs)
+        energies = self.head.forward_concat(features, self.head_input(actions))
+        residual = self.proposal_energy(features, actions)
+        return energies if residual is None else energies + residual
 
 
 class ExplicitConvMLP(ObservationEncoder):

@@ -67,7 +67,8 @@ def action_bounds_from_dataset(dataset: Dataset) -> tuple[np.ndarray, np.ndarray
     """Per-dimension min and max of the dataset's actions: ``-> low (A,), high (A,)``.
 
     Uses an ``actions`` array attribute when the dataset has one (no image is read), otherwise
-    reads every item's ``"action"``.
+    reads every item's ``"action"``; items holding chunks ``(H, A)`` give the bounds of one
+    action.
     """
     actions = getattr(dataset, "actions", None)
     if actions is not None:
@@ -77,7 +78,7 @@ def action_bounds_from_dataset(dataset: Dataset) -> tuple[np.ndarray, np.ndarray
         if n == 0:
             raise ValueError("cannot compute action bounds of an empty dataset")
         arr = np.stack([np.asarray(dataset[i]["action"], dtype=np.float32) for i in range(n)])
-    arr = arr.reshape(arr.shape[0], -1)
+    arr = arr.reshape(-1, arr.shape[-1]) if arr.ndim > 2 else arr.reshape(arr.shape[0], -1)
     if arr.shape[0] == 0:
         raise ValueError("cannot compute action bounds of an empty dataset")
     return arr.min(axis=0), arr.max(axis=0)

@@ -12,6 +12,13 @@ which the energy-separation snapshots plot.
   term scores the expert's prefix against the same uniform counter-examples cut to ``j``
   dimensions, so ``E_j`` learns the marginal energy of the first ``j`` dimensions, which is what
   autoregressive DFO resamples by before the later dimensions are drawn.
+- ``perturbed``: counter-examples are the expert action plus Gaussian noise at several scales
+  (and a fraction uniform); plain InfoNCE over them (pairs with DFO).
+- ``ranking``: ranking NCE with the model's learned proposal ``q``: counter-examples are samples
+  of ``q`` and the logits ``-E - log q``; plus ``q``'s negative log-likelihood of the expert action
+  (pairs with proposal DFO). The model's energy is residual, ``E = E_head - log q``
+  (``EBMConvMLP.proposal_energy``), so the head learns only the correction to ``q``: a sharp ``q``
+  (near-deterministic experts) would otherwise ask the head to reproduce ``-log q``'s peaks.
 """
 
 from __future__ import annotations
@@ -22,13 +29,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ebm_policy.config import AutoregressiveInfoNCEConfig, InfoNCEConfig, LangevinInfoNCEConfig
+from ebm_policy.config import (
+    AutoregressiveInfoNCEConfig,
+    InfoNCEConfig,
+    LangevinInfoNCEConfig,
+    PerturbedInfoNCEConfig,
+    RankingNCEConfig,
+)
 from ebm_policy.energy import ModelEnergy
 from ebm_policy.losses import (
     gradient_penalty,
     info_nce_loss,
     make_candidates,
     mix_in_positives,
+    perturbed_negatives,
+    ranking_nce_loss,
     sample_uniform,
     split_energies,
 )
@@ -118,10 +133,61 @@ def prefix_infonce(
     return loss, energies, labels, metrics  # energies of the last (full) prefix
 
 
+def perturbed_infonce(
+    cfg: PerturbedInfoNCEConfig,
+    model: EBMConvMLP,
+    obs: ModelInput,
+    positives: Tensor,
+    low: Tensor,
+    high: Tensor,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+    """InfoNCE over perturbations of the expert action (``losses.perturbed_negatives``)."""
+    negatives = perturbed_negatives(
+        positives, cfg.num_counter_examples, cfg.scales, cfg.uniform_fraction, low, high, generator
+    )
+    candidates, labels = mix_in_positives(positives, negatives, generator)
+    energies = model(obs, candidates)
+    return info_nce_loss(energies, labels), energies, labels, {}
+
+
+def ranking_nce(
+    cfg: RankingNCEConfig,
+    model: EBMConvMLP,
+    obs: ModelInput,
+    positives: Tensor,
+    low: Tensor,
+    high: Tensor,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+    """Ranking NCE over ``num_counter_examples`` samples of the learned proposal ``q`` +
+    ``proposal_weight`` x ``q``'s negative log-likelihood of the expert actions.
+
+    The proposal is trained only by its likelihood term (its log-densities in the logits are
+    constants to the ranking loss); its gradient reaches the shared observation encoder too."""
+    proposal = model.proposal
+    if proposal is None:
+        raise ValueError("loss 'ranking' needs a model built with a proposal")
+    features = model.encode(obs)
+    nll = -proposal.log_prob(features, positives.unsqueeze(1)).mean()
+    with torch.no_grad():
+        negatives = proposal.sample(features, cfg.num_counter_examples, generator)
+    negatives = torch.maximum(torch.minimum(negatives, high), low)
+    candidates, labels = mix_in_positives(positives, negatives, generator)
+    with torch.no_grad():
+        log_q = proposal.log_prob(features, candidates)
+    energies = model.energy(features, candidates)  # E_head - log q: a residual energy model
+    rank = ranking_nce_loss(energies, log_q, labels)
+    metrics = {"train/ranking_nce": rank.detach(), "train/proposal_nll": nll.detach()}
+    return rank + cfg.proposal_weight * nll, energies, labels, metrics
+
+
 OBJECTIVES: dict[type, Objective] = {
     InfoNCEConfig: uniform_infonce,
     LangevinInfoNCEConfig: langevin_infonce,
     AutoregressiveInfoNCEConfig: prefix_infonce,
+    PerturbedInfoNCEConfig: perturbed_infonce,
+    RankingNCEConfig: ranking_nce,
 }
 
 

@@ -120,10 +120,13 @@ class _Policy(nn.Module):
         if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}")
         self.bounds = ActionBounds(action_low, action_high, config.bounds_padding)
-        if self.bounds.action_dim != config.model.action_dim:
-            # the bounds say how many dimensions an action has (``action_dim`` is not a setting
-            # users choose: ``ibc-gym train`` takes it from the dataset the same way)
-            model = dataclasses.replace(config.model, action_dim=self.bounds.action_dim)
+        self.horizon = int(config.chunk.horizon)
+        flat_dim = self.bounds.action_dim * self.horizon
+        if flat_dim != config.model.action_dim:
+            # the bounds say how many dimensions an action has and the model sees a chunk of
+            # ``horizon`` of them (``action_dim`` is not a setting users choose: ``ibc-gym
+            # train`` takes it from the dataset the same way)
+            model = dataclasses.replace(config.model, action_dim=flat_dim)
             config = dataclasses.replace(config, model=model)
         self.config = config
         self.source: str | None = None  # the checkpoint it was loaded from (for error messages)
@@ -221,14 +224,34 @@ class _Policy(nn.Module):
             states = None if states is None else states[None]
         return self._model_input(images, states), Given(as_numpy, one)
 
+    @property
+    def action_dim(self) -> int:
+        """Dimensions of one action (a chunk has ``horizon`` of them)."""
+        return self.bounds.action_dim
+
     def _actions(self, actions: Tensor | np.ndarray) -> Tensor:
-        """Original units ``(B, A)`` -> normalized float32 on the policy's device."""
-        return self.bounds.normalize(
-            torch.as_tensor(actions).to(self.device, torch.float32, non_blocking=True)
-        )
+        """Original units ``(..., A)``, or chunks ``(..., H, A)`` -> normalized float32
+        ``(..., H * A)`` on the policy's device (a single action per row when ``H = 1``)."""
+        x = torch.as_tensor(actions).to(self.device, torch.float32, non_blocking=True)
+        a, h = self.action_dim, self.horizon
+        if h > 1:
+            if x.ndim < 2 or tuple(x.shape[-2:]) != (h, a):
+                raise ValueError(
+                    f"this policy predicts chunks of {h} actions of {a} dims: expected actions of "
+                    f"shape (..., {h}, {a}), got {tuple(x.shape)}"
+                )
+            x = x.flatten(-2)
+        elif x.shape[-1] != a:
+            raise ValueError(f"expected actions of {a} dims, got shape {tuple(x.shape)}")
+        return self.bounds.normalize(x.view(*x.shape[:-1], h, a)).flatten(-2)
+
+    def _chunks(self, normalized: Tensor) -> Tensor:
+        """Normalized ``(..., H * A)`` -> chunks in original units ``(..., H, A)``."""
+        x = normalized.view(*normalized.shape[:-1], self.horizon, self.action_dim)
+        return self.bounds.unnormalize(x)
 
     def _unit_box(self) -> tuple[Tensor, Tensor]:
-        ones = torch.ones(self.bounds.action_dim, device=self.device)
+        ones = torch.ones(self.action_dim * self.horizon, device=self.device)
         return -ones, ones
 
     def compute_loss(
@@ -301,7 +324,9 @@ class ImplicitPolicy(_Policy):
         )
         config = self.config  # with the bounds' action dimension
         with seeded(seed):
-            self.model = EBMConvMLP(config.model, prefix_energies=config.prefix_energies)
+            self.model = EBMConvMLP(
+                config.model, prefix_energies=config.prefix_energies, proposal=config.proposal
+            )
         self.optimizer = build_optimizer(config.optimizer)
         self._optimizers: dict[OptimizerConfig, InferenceOptimizer] = {}  # built per call config
         self.workspace = Workspace()  # the energy head's scratch activations, reused
@@ -386,6 +411,33 @@ class ImplicitPolicy(_Policy):
         return built
 
     @torch.no_grad()
+    def predict_action_chunk(
+        self,
+        observation: Observation | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        images: Array | None = None,
+        states: Array | None = None,
+        optimizer: OptimizerConfig | None = None,
+        return_history: bool = False,
+    ) -> Actions | tuple[Actions, SearchHistory]:
+        """``observation -> chunks (B, H, A)`` of the next ``H = config.chunk.horizon`` actions in
+        original units, as the kind of array given (one observation: ``(H, A)``); the
+        observation and the options as ``select_action`` takes them. ``return_history`` also
+        returns the searched populations (torch tensors ``(B, M, H * A)`` in original units)."""
+        low, high = self._unit_box()
+        if low.device.type == "cpu":
+            retain_freed_memory_by_default()  # steady latency: see ``ebm_policy.runtime``
+        x, given = self._observation_input(observation, images, states)
+        out = self.resolve_optimizer(optimizer).infer(
+            self._energy_of(x), low, high, generator=generator, return_history=return_history
+        )
+        if isinstance(out, tuple):
+            best, hist = out
+            samples = [self._chunks(s).flatten(-2) for s in hist.samples]
+            return given.answer(self._chunks(best)), SearchHistory(samples, hist.energies)
+        return given.answer(self._chunks(out))
+
     def select_action(
         self,
         observation: Observation | None = None,
@@ -396,7 +448,8 @@ class ImplicitPolicy(_Policy):
         optimizer: OptimizerConfig | None = None,
         return_history: bool = False,
     ) -> Actions | tuple[Actions, SearchHistory]:
-        """``observation -> actions (B, A)`` in original units, as the kind of array given.
+        """``observation -> actions (B, A)`` in original units, as the kind of array given: the
+        first action of each predicted chunk (the only one when ``horizon = 1``).
 
         The observation is images ``(B, H, W, C)`` uint8 (positionally or ``images=``), states
         ``(B, S)`` for a state-only policy (positionally or ``states=``), or a mapping
@@ -404,23 +457,20 @@ class ImplicitPolicy(_Policy):
         observation (``(H, W, C)``, ``(S,)``) gives one action ``(A,)``; numpy arrays give a numpy
         array, torch tensors a tensor on the policy's device.
         ``optimizer`` (a config) replaces the policy's inference optimizer for this call.
-        ``return_history`` also returns the searched populations (torch tensors ``(B, M, A)``,
+        ``return_history`` also returns the searched populations (torch tensors ``(B, M, H * A)``,
         samples in original units).
         """
-        low, high = self._unit_box()
-        if low.device.type == "cpu":
-            retain_freed_memory_by_default()  # steady latency: see ``ebm_policy.runtime``
-        x, given = self._observation_input(observation, images, states)
-        out = self.resolve_optimizer(optimizer).infer(
-            self._energy_of(x), low, high, generator=generator, return_history=return_history
+        out = self.predict_action_chunk(
+            observation,
+            generator,
+            images=images,
+            states=states,
+            optimizer=optimizer,
+            return_history=return_history,
         )
         if isinstance(out, tuple):
-            best, hist = out
-            samples = [self.bounds.unnormalize(s) for s in hist.samples]
-            return given.answer(self.bounds.unnormalize(best)), SearchHistory(
-                samples, hist.energies
-            )
-        return given.answer(self.bounds.unnormalize(out))
+            return out[0][..., 0, :], out[1]
+        return out[..., 0, :]
 
 
 class ExplicitPolicy(_Policy):
@@ -451,14 +501,15 @@ class ExplicitPolicy(_Policy):
         self, batch: Batch, generator: torch.Generator | None = None
     ) -> tuple[Tensor, dict[str, float]]:
         """MSE in normalized units: ``batch {"image": (B, H, W, C) and/or "state": (B, S),
-        "action": (B, A)} -> (loss (), metrics)``. ``generator`` is unused (dropout draws from torch's global RNG, which the
-        trainer seeds per rank and checkpoints)."""
+        "action": (B, A) or chunks (B, H, A)} -> (loss (), metrics)``. ``generator`` is unused
+        (dropout draws from torch's global RNG, which the trainer seeds per rank and
+        checkpoints)."""
         pred = self.model(self._batch_input(batch))
         loss = F.mse_loss(pred, self._actions(batch["action"]))
         return loss, {"train/loss": loss.item()}
 
     @torch.inference_mode()
-    def select_action(
+    def predict_action_chunk(
         self,
         observation: Observation | None = None,
         generator: torch.Generator | None = None,
@@ -466,7 +517,7 @@ class ExplicitPolicy(_Policy):
         images: Array | None = None,
         states: Array | None = None,
     ) -> Actions:
-        """``observation -> actions (B, A)`` in original units (dropout off), clamped to the
+        """``observation -> chunks (B, H, A)`` in original units (dropout off), clamped to the
         padded bounds; the observation (and the answer's kind) as ``ImplicitPolicy.select_action``
         takes it."""
         x, given = self._observation_input(observation, images, states)
@@ -476,7 +527,20 @@ class ExplicitPolicy(_Policy):
             pred = self.model(x).clamp(-1.0, 1.0)
         finally:
             self.train(was_training)
-        return given.answer(self.bounds.unnormalize(pred))
+        return given.answer(self._chunks(pred))
+
+    def select_action(
+        self,
+        observation: Observation | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        images: Array | None = None,
+        states: Array | None = None,
+    ) -> Actions:
+        """``observation -> actions (B, A)``: the first action of each predicted chunk (see
+        ``predict_action_chunk``)."""
+        chunks = self.predict_action_chunk(observation, generator, images=images, states=states)
+        return chunks[..., 0, :]
 
 
 POLICY_CLASSES: dict[str, type[_Policy]] = {"implicit": ImplicitPolicy, "explicit": ExplicitPolicy}

@@ -125,7 +125,8 @@ BAD_GRIDS = [
     (["--envs", "ibc/Nope-v0"], "--envs: must be a registered env id"),
     (
         ["--policies", "implicit", "ppo"],
-        "--policies: must be one of implicit, explicit, implicit-langevin, implicit-autoregressive_dfo, got 'ppo'",
+        "--policies: must be one of implicit, explicit, implicit-langevin, "
+        "implicit-autoregressive_dfo, implicit-perturbed, implicit-ranking, got 'ppo'",
     ),
     (
         ["--action-types", "sideways"],
@@ -133,6 +134,8 @@ BAD_GRIDS = [
     ),
     (["--demos", "0"], "--demos: must be an integer >= 1, got 0"),
     (["--demos", "10", "10"], "--demos lists a value twice"),
+    (["--horizons", "0"], "--horizons: must be an integer >= 1, got 0"),
+    (["--horizons", "4", "4"], "--horizons lists a value twice"),
     (
         ["--steps", "300", "--keep-every", "250"],
         "--steps (300) must be a multiple of --keep-every (250)",

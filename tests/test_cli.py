@@ -195,7 +195,7 @@ def test_every_option_declares_its_valid_values(command: str, cls: type) -> None
         ),
         (
             ["train", "--implicit.optimizer", "simulated_annealing"],
-            "argument --implicit.optimizer: invalid choice: 'simulated_annealing' (choose from 'dfo', 'langevin', 'autoregressive_dfo')",
+            "argument --implicit.optimizer: invalid choice: 'simulated_annealing' (choose from 'dfo', 'langevin', 'autoregressive_dfo', 'proposal_dfo')",
         ),
         (
             ["train", "--implicit.optimizer", "autoregressive_dfo"],

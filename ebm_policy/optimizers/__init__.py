@@ -23,14 +23,16 @@ from ebm_policy.optimizers.langevin import (
     LangevinOptimizer,
     run_chain,
 )
+from ebm_policy.optimizers.proposal_dfo import ProposalDFO, ProposalDFOConfig
 
-OptimizerConfig = DFOConfig | LangevinConfig | AutoregressiveDFOConfig
+OptimizerConfig = DFOConfig | LangevinConfig | AutoregressiveDFOConfig | ProposalDFOConfig
 """Any inference optimizer's config; its ``kind`` names the optimizer."""
 
 OPTIMIZERS: dict[str, tuple[type, Any]] = {  # kind -> (config class, optimizer class)
     "dfo": (DFOConfig, DerivativeFreeOptimizer),
     "langevin": (LangevinConfig, LangevinOptimizer),
     "autoregressive_dfo": (AutoregressiveDFOConfig, AutoregressiveDFO),
+    "proposal_dfo": (ProposalDFOConfig, ProposalDFO),
 }
 
 
@@ -65,6 +67,8 @@ __all__ = [
     "LangevinConfig",
     "LangevinOptimizer",
     "OptimizerConfig",
+    "ProposalDFO",
+    "ProposalDFOConfig",
     "SearchHistory",
     "build_optimizer",
     "check_energies",

@@ -93,10 +93,22 @@ class DerivativeFreeOptimizer:
 
     kind: ClassVar[str] = "dfo"
     needs_prefix_energies: ClassVar[bool] = False
+    needs_proposal: ClassVar[bool] = False
 
     def __init__(self, cfg: DFOConfig | None = None) -> None:
         self.cfg = cfg or DFOConfig()
         self.workspace = Workspace()  # scratch populations, reused from call to call
+
+    def initial(
+        self,
+        energy: ActionEnergy,
+        low: Tensor,
+        high: Tensor,
+        generator: torch.Generator | None,
+        out: Tensor,
+    ) -> Tensor:
+        """The first population, written into ``out (B, M, A)``: uniform within the bounds."""
+        return sample_uniform(tuple(out.shape), low, high, generator, out=out)
 
     def infer(
         self,
@@ -117,8 +129,8 @@ class DerivativeFreeOptimizer:
         b, m, a = energy.batch_size, cfg.num_samples, low.shape[-1]
         dev, dtype = low.device, low.dtype
         # Scratch populations live in the workspace: no large allocation after the first call.
-        samples = sample_uniform(
-            (b, m, a), low, high, generator, out=ws.get("dfo.samples", (b, m, a), dtype, dev)
+        samples = self.initial(
+            energy, low, high, generator, ws.get("dfo.samples", (b, m, a), dtype, dev)
         )
         picked = ws.get("dfo.picked", (b * m, a), dtype, dev)
         noise = ws.get("dfo.noise", (b, m, a), dtype, dev)
