@@ -62,6 +62,8 @@ class BCAgent:
         self.horizon = int(policy.config.chunk.horizon)
         self.execute = int(policy.config.chunk.steps_executed)
         self._queues: dict[int, list[np.ndarray]] = {}  # per sub-env: chunk actions still to run
+        self.ensemble: float | None = None  # temporal ensembling's weight decay (None: off)
+        self._chunks: dict[int, list[np.ndarray]] = {}  # per sub-env: its last chunks, oldest first
 
     @property
     def image_size(self) -> int:
@@ -110,9 +112,11 @@ class BCAgent:
         if env_ids is None:
             self.generator.manual_seed(self._seed)
             self._queues.clear()
+            self._chunks.clear()
             return
         for i in env_ids:
             self._queues.pop(int(i), None)
+            self._chunks.pop(int(i), None)
 
     def with_execute(self, execute: int) -> BCAgent:
         """Execute ``execute`` actions of each predicted chunk (``1..horizon``) before asking
@@ -123,6 +127,20 @@ class BCAgent:
             )
         self.execute = int(execute)
         self._queues.clear()
+        return self
+
+    def with_temporal_ensemble(self, decay: float | None) -> BCAgent:
+        """Temporal ensembling (ACT, Zhao et al. 2023): predict a chunk at every step and run
+        the weighted mean of the actions the last ``horizon`` chunks planned for this step, with
+        weight ``exp(-decay * i)`` for the ``i``-th oldest (``decay = 0``: a plain mean; None:
+        off, the chunks run ``execute`` actions at a time). Returns the agent."""
+        if decay is not None and not (decay >= 0 and np.isfinite(decay)):
+            raise ValueError(f"temporal ensemble decay must be a number >= 0, got {decay}")
+        if decay is not None and self.horizon == 1:
+            raise ValueError(f"{self.source}: temporal ensembling needs a policy of chunks (H > 1)")
+        self.ensemble = None if decay is None else float(decay)
+        self._queues.clear()
+        self._chunks.clear()
         return self
 
     def _images(self, obs: Any) -> np.ndarray:
@@ -180,6 +198,8 @@ class BCAgent:
         """Row ``i`` of the batch is sub-env ``i``: those without queued actions get a new chunk
         (predicted together), then every sub-env runs the next action of its queue."""
         n = len(next(iter(batch.values())))
+        if self.ensemble is not None:
+            return self._ensembled(batch, single, n)
         empty = [i for i in range(n) if not self._queues.get(i)]
         if empty:
             part = {k: v[empty] for k, v in batch.items()}
@@ -189,6 +209,22 @@ class BCAgent:
             for i, chunk in zip(empty, chunks, strict=True):
                 self._queues[i] = list(chunk[: self.execute])
         out = np.stack([self._queues[i].pop(0) for i in range(n)])
+        return out[0] if single else out
+
+    def _ensembled(self, batch: dict[str, np.ndarray], single: bool, n: int) -> np.ndarray:
+        """A new chunk for every sub-env; each runs the weighted mean over its last ``horizon``
+        chunks of what they planned for this step (chunk ``j`` steps old: its action ``j``)."""
+        chunks = np.asarray(
+            self.policy.predict_action_chunk(batch, generator=self.generator), np.float32
+        )  # (n, H, A)
+        assert self.ensemble is not None
+        out = np.empty((n, chunks.shape[-1]), np.float32)
+        for i in range(n):
+            kept = [*self._chunks.get(i, []), chunks[i]][-self.horizon :]  # oldest first
+            self._chunks[i] = kept
+            planned = np.stack([c[len(kept) - 1 - j] for j, c in enumerate(kept)])  # (m, A)
+            w = np.exp(-self.ensemble * np.arange(len(kept)))  # the oldest weighs most
+            out[i] = (w[:, None] * planned).sum(0) / w.sum()
         return out[0] if single else out
 
     def predict(

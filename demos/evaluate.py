@@ -62,6 +62,11 @@ class EvalConfig:
         "actions of each predicted chunk executed before the next prediction (default: the checkpoint's)",
         min=1,
     )
+    temporal_ensemble: float | None = help_field(
+        None,
+        "chunk policies: predict every step and run the exp(-m i)-weighted mean of the last chunks' plans for it (ACT's temporal ensembling with m = this; none: off)",
+        min=0,
+    )
     progress: bool = help_field(True, "show a progress bar")
 
     def __post_init__(self) -> None:
@@ -147,10 +152,12 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """
     torch.set_num_threads(cfg.threads)
     agent = load_agent(cfg.ckpt, env_id=cfg.env, optimizer=cfg.optimizer)
-    if cfg.execute is not None:
+    if cfg.execute is not None or cfg.temporal_ensemble is not None:
         if not hasattr(agent, "with_execute"):
             raise ValueError(f"{cfg.ckpt}: --execute needs a BC policy (this agent has no chunks)")
-        agent.with_execute(cfg.execute)
+        if cfg.execute is not None:
+            agent.with_execute(cfg.execute)
+        agent.with_temporal_ensemble(cfg.temporal_ensemble)
     policy_config = getattr(getattr(agent, "policy", None), "config", None)
     optimizer = getattr(policy_config, "optimizer", None)
     optimizer_dict = config_to_dict(optimizer) if optimizer is not None else None
@@ -167,6 +174,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     name = eval_folder_name(cfg.optimizer is not None, optimizer_dict)
     if cfg.execute is not None:  # another execution of the chunks: its own folder too
         name += f"_execute{cfg.execute}"
+    if cfg.temporal_ensemble is not None:
+        name += f"_ensemble{cfg.temporal_ensemble:g}"
     out = cfg.out or Path(cfg.ckpt).parent / name
     seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
     overlap = set(seeds) & set(agent.train_seeds)

@@ -1,6 +1,7 @@
 """Implicit behavioral cloning: energy-based policies over images, states or both, trained with
-InfoNCE and driven by an inference optimizer (DFO, Langevin MCMC or autoregressive DFO), plus the
-explicit (MSE) baseline.
+InfoNCE (uniform, Langevin-refined or perturbed counter-examples) or ranking NCE with a learned
+proposal, driven by an inference optimizer (DFO, Langevin MCMC, autoregressive DFO or proposal
+DFO), predicting one action or a chunk of them, plus the explicit (MSE) baseline.
 
 An independent library: it knows nothing of ``envs``, ``agents`` or ``demos``. Energy convention:
 LOWER energy = better action, everywhere.
@@ -23,6 +24,12 @@ Typical use (any dataset of the protocol in ``ebm_policy.datasets``, e.g. an ``A
     cfg = ImplicitPolicyConfig(model=EBMConfig(action_dim=2, inputs="state", state_dim=mean.size))
     policy = ImplicitPolicy(cfg, low, high, state_mean=mean, state_std=std, seed=0)
     actions = policy.select_action(states=states_bs)  # or {"image": ..., "state": ...}
+
+    # Action chunks: the next H actions per observation (episode_ends: cumulative step counts).
+    ranking = ImplicitPolicyConfig.for_method("ranking", chunk=ChunkConfig(horizon=8))
+    chunked = ChunkedDataset(dataset, 8, episode_ends=ends_e)  # items' "action": (8, A)
+    policy = ImplicitPolicy.for_dataset(chunked, ranking)  # learned proposal + ranking NCE
+    chunks = policy.predict_action_chunk(images_uint8_bhwc)  # (B, 8, A)
 
 A script that calls ``train`` trains on several processes when started by torchrun
 (``torchrun --nproc-per-node 4 script.py``): DistributedDataParallel, rank 0 writes (see

@@ -16,7 +16,7 @@ from agents.learned import IBCAgent, load_agent
 from demos.benchmark_config import BenchmarkConfig, Cell
 from demos.benchmark_summary import format_summary
 from demos.collect import CollectConfig, collect
-from demos.evaluate import action_change
+from demos.evaluate import EvalConfig, action_change, evaluate
 from demos.train import TrainJobConfig, run_train, tiny_policies
 from ebm_policy import (
     ArrayDataset,
@@ -212,6 +212,29 @@ def test_the_agent_executes_k_actions_of_each_chunk_and_replans_after_a_reset() 
         agent.with_execute(5)
 
 
+def test_temporal_ensembling_averages_the_plans_for_each_step() -> None:
+    policy = CountingPolicy(horizon=3, execute=1)
+    meta = {
+        "env_id": "ibc/ReachTarget-v0",
+        "env_kwargs": {},
+        "image_shape": None,
+        "obs_type": "state",
+    }
+    agent = IBCAgent(policy, meta).with_temporal_ensemble(0.0)  # type: ignore[arg-type]
+    obs = np.zeros((1, S), np.float32)
+    got = [float(agent.select_action(obs)[0, 0]) for _ in range(4)]
+    # step 1: chunk 0's action 1 (10) and chunk 1's action 0 (100); step 3: chunks 1-3 only
+    assert got == pytest.approx([0.0, 55.0, (20 + 110 + 200) / 3, (120 + 210 + 300) / 3])
+    agent.with_temporal_ensemble(1.0).reset()
+    agent.select_action(obs)
+    w = np.exp(-np.arange(2.0))  # the older plan weighs more
+    assert float(agent.select_action(obs)[0, 0]) == pytest.approx(
+        (w[0] * 410 + w[1] * 500) / w.sum()
+    )
+    with pytest.raises(ValueError, match="decay must be a number >= 0"):
+        agent.with_temporal_ensemble(-1.0)
+
+
 def test_action_change_is_the_mean_absolute_step_difference() -> None:
     actions = np.array([[0.0, 0.0], [1.0, -1.0], [1.0, 1.0]])
     assert action_change(actions) == pytest.approx((1 + 1 + 0 + 2) / 4)
@@ -336,6 +359,22 @@ def test_train_with_chunks_and_act_in_the_env(tmp_path: Path) -> None:
         obs, *_ = env.step(agent.select_action(obs))
     assert len(calls) == 3  # steps 0, 3, 6
     env.close()
+    # ibc-gym eval --execute: its own folder, and the smoothness metric
+    metrics = evaluate(
+        EvalConfig(
+            ckpt=ckpt,
+            episodes=2,
+            num_envs=1,
+            asynchronous=False,
+            videos=0,
+            execute=1,
+            progress=False,
+        )
+    )
+    assert (ckpt.parent / "eval_execute1" / "metrics.json").is_file()
+    assert metrics["eval/mean_action_change"] >= 0
+    with pytest.raises(ValueError, match="execute must be in 1..4"):
+        evaluate(EvalConfig(ckpt=ckpt, episodes=1, num_envs=1, videos=0, execute=5))
 
 
 def test_benchmark_cells_span_horizons_and_the_summary_compares_them() -> None:
