@@ -165,6 +165,15 @@ def test_proposal_dfo_needs_a_model_with_a_proposal() -> None:
 # ---- the agent --------------------------------------------------------------------------------
 
 
+STATE_AGENT = {
+    "env_id": "ibc/ReachTarget-v0",
+    "env_kwargs": {},
+    "image_shape": None,
+    "obs_type": "state",
+}
+"""Checkpoint metadata of a state policy for the agent tests."""
+
+
 class CountingPolicy:
     """Stands in for a chunked policy: chunk ``i`` of call ``c`` is ``100 c + 10 t + i``."""
 
@@ -192,13 +201,7 @@ class CountingPolicy:
 
 def test_the_agent_executes_k_actions_of_each_chunk_and_replans_after_a_reset() -> None:
     policy = CountingPolicy(horizon=4, execute=2)
-    meta = {
-        "env_id": "ibc/ReachTarget-v0",
-        "env_kwargs": {},
-        "image_shape": None,
-        "obs_type": "state",
-    }
-    agent = IBCAgent(policy, meta)  # type: ignore[arg-type]
+    agent = IBCAgent(policy, STATE_AGENT)  # type: ignore[arg-type]
     obs = np.zeros((2, S), np.float32)
     got = [agent.select_action(obs)[:, 0].tolist() for _ in range(3)]
     # call 0 gives both envs their chunk (rows 0, 1); 2 actions each, then call 1
@@ -214,13 +217,7 @@ def test_the_agent_executes_k_actions_of_each_chunk_and_replans_after_a_reset() 
 
 def test_temporal_ensembling_averages_the_plans_for_each_step() -> None:
     policy = CountingPolicy(horizon=3, execute=1)
-    meta = {
-        "env_id": "ibc/ReachTarget-v0",
-        "env_kwargs": {},
-        "image_shape": None,
-        "obs_type": "state",
-    }
-    agent = IBCAgent(policy, meta).with_temporal_ensemble(0.0)  # type: ignore[arg-type]
+    agent = IBCAgent(policy, STATE_AGENT).with_temporal_ensemble(0.0)  # type: ignore[arg-type]
     obs = np.zeros((1, S), np.float32)
     got = [float(agent.select_action(obs)[0, 0]) for _ in range(4)]
     # step 1: chunk 0's action 1 (10) and chunk 1's action 0 (100); step 3: chunks 1-3 only
