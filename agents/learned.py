@@ -234,7 +234,12 @@ class BCAgent:
         episode_start: np.ndarray | None = None,
         deterministic: bool = True,
     ) -> tuple[np.ndarray, None]:
-        """stable-baselines3's policy interface (``evaluate_policy`` calls it)."""
+        """stable-baselines3's policy interface (``evaluate_policy`` calls it); sub-envs flagged
+        in ``episode_start`` start a new episode (their queued chunk actions are dropped)."""
+        if episode_start is not None:
+            started = np.flatnonzero(np.asarray(episode_start)).tolist()
+            if started:
+                self.reset(started)
         return self.select_action(observation), None
 
 

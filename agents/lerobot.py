@@ -17,10 +17,10 @@ Layout (the parts this module reads; ``agents.lerobot_export`` writes all of the
     meta/ibc_gym.json           (ibc-gym's own, optional) env_id, env_kwargs, episode seeds and
                                 success of the demos it was exported from
 
-Images come from a ``video`` feature (``observation.image`` or ``observation.images.<camera>``):
-an episode's frames are decoded (PyAV) when one of them is first asked for, and the last few
-decoded episodes are kept, so random access over a lazily read dataset decodes each episode about
-once per pass through the cache. ``in_memory=True`` decodes everything once, at construction.
+Images come from a ``video`` feature (``observation.image`` or ``observation.images.<camera>``),
+decoded with PyAV: an item decodes its one frame (seeking to the nearest keyframe), ``episode(e)``
+decodes the episode's frames and keeps the last few episodes. ``in_memory=True`` decodes
+everything once, at construction.
 """
 
 from __future__ import annotations

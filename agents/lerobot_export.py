@@ -85,7 +85,7 @@ def export_lerobot(
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-    demos = DemoDataset(h5_path, obs_key="pixels")
+    demos = DemoDataset(h5_path)  # validates the file (any observation type)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")

@@ -225,9 +225,11 @@ def _walk(
         dest, hint = _join(path, f.name), hints[f.name]
         if not f.init or f.metadata.get("cli") is False or dest in hidden:
             continue
-        hidden = hidden | {_join(dest, h) for h in f.metadata.get("hide") or ()}
-        default = _field_default(f, base)
         members = _union_members(hint)
+        flat = members is None and _is_config(hint) and f.metadata.get("flatten")
+        # a flattened field's options keep the parent's prefix, and so do the paths it hides
+        hidden = hidden | {_join(path if flat else dest, h) for h in f.metadata.get("hide") or ()}
+        default = _field_default(f, base)
         if (members is not None or _is_config(hint) or path) and f.metadata.get("positional"):
             raise TypeError(f"{_flag(dest)}: only top-level options can be positional")
         if members is not None:

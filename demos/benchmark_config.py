@@ -151,7 +151,7 @@ class BenchmarkConfig:
     )
     horizons: tuple[int, ...] = help_field(
         (1,),
-        "action chunk lengths H (each cell executes --execute actions of a chunk, by default H // 2)",
+        "action chunk lengths H (each cell runs H // 2 actions of a chunk, at least 1, before the next prediction)",
         min=1,
     )
     data_seed: int = help_field(
@@ -181,7 +181,10 @@ class BenchmarkConfig:
         1, "sub-envs stepped together during evaluation (the policy's batch)", min=1
     )
     models: PolicyConfigs = help_field(
-        factory=PolicyConfigs, flatten=True, help="the policies' configs"
+        factory=PolicyConfigs,
+        flatten=True,
+        hide=("chunk",),  # --horizons sets the chunks per cell, each executing H // 2
+        help="the policies' configs",
     )
     jobs: int = help_field(2, "cells run side by side (one process and torch thread each)", min=1)
     quick: bool = help_field(False, f"a tiny grid of seconds (sets {', '.join(QUICK)})")
@@ -233,14 +236,8 @@ class BenchmarkConfig:
 
     def policy_configs(self, policy: str, horizon: int = 1) -> tuple[str, PolicyConfigs]:
         """``(policy class, configs)`` that train the grid's ``policy`` (see ``POLICIES``) on
-        chunks of ``horizon`` actions (``--execute`` as the models give it)."""
-        models = self.models
-        if horizon != models.chunk.horizon:
-            execute = models.chunk.execute
-            chunk = ChunkConfig(
-                horizon=horizon, execute=None if execute is None else min(execute, horizon)
-            )
-            models = replace(models, chunk=chunk)
+        chunks of ``horizon`` actions, each executing ``horizon // 2`` (at least 1)."""
+        models = replace(self.models, chunk=ChunkConfig(horizon=horizon))
         if not policy.startswith("implicit-"):
             return policy, models
         method = policy.removeprefix("implicit-")

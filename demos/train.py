@@ -98,20 +98,11 @@ class PolicyConfigs:
                     f"PolicyConfigs.chunk (both policies use it)"
                 )
 
-    def chosen(
-        self, policy: str, action_dim: int, inputs: str = "image", state_dim: int = 0
-    ) -> ImplicitPolicyConfig | ExplicitPolicyConfig:
-        """The config of ``policy`` with the shared backbone and action chunks, and the dataset's
-        action dimension and observed inputs (``"image"``, ``"state"`` or ``"image_state"``,
-        ``state_dim``)."""
+    def chosen(self, policy: str, action_dim: int) -> ImplicitPolicyConfig | ExplicitPolicyConfig:
+        """The config of ``policy`` with the shared backbone and action chunks and the dataset's
+        action dimension (``Policy.for_dataset`` sets the observed inputs)."""
         cfg = self.implicit if policy == "implicit" else self.explicit
-        model = replace(
-            cfg.model,
-            action_dim=action_dim,
-            inputs=inputs,
-            state_dim=state_dim,
-            backbone=self.backbone,
-        )
+        model = replace(cfg.model, action_dim=action_dim, backbone=self.backbone)
         return replace(cfg, model=model, chunk=self.chunk)  # type: ignore[arg-type]
 
 

@@ -429,14 +429,14 @@ def check_optimizer_fits(optimizer: Any, loss: Any) -> None:
         return
     needs: list[tuple[bool, Any, str]] = [
         (entry[1].needs_prefix_energies, AutoregressiveInfoNCEConfig, "prefix energies"),
-        (getattr(entry[1], "needs_proposal", False), RankingNCEConfig, "a learned proposal"),
+        (entry[1].needs_proposal, RankingNCEConfig, "a learned proposal"),
     ]
     for needed, loss_cls, what in needs:
         if needed and not isinstance(loss, loss_cls):
             usable = " or ".join(
                 k
                 for k, (_, cls) in OPTIMIZERS.items()
-                if not cls.needs_prefix_energies and not getattr(cls, "needs_proposal", False)
+                if not cls.needs_prefix_energies and not cls.needs_proposal
             )
             raise ValueError(
                 f"optimizer {optimizer.kind!r} needs a model trained with loss {loss_cls.kind!r} "

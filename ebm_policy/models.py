@@ -262,9 +262,12 @@ class EBMConvMLP(ObservationEncoder):
         pad[..., a - j : a] = 1.0  # the mask's first j entries
         return torch.cat((actions, pad), dim=-1)
 
-    def proposal_energy(self, features: Tensor, actions: Tensor) -> Tensor | None:
+    def proposal_energy(
+        self, features: Tensor, actions: Tensor, max_rows: int | None = None
+    ) -> Tensor | None:
         """``-log q(a | o)`` of the learned proposal, ``(B, D), (B, N, A) -> (B, N)``, without
-        gradient (None for a model without a proposal).
+        gradient (None for a model without a proposal); with ``max_rows``, in pieces of at most
+        that many (action, mixture component) pairs.
 
         A model with a proposal is a residual energy model: its energy is the head's ``E_head``
         plus ``-log q``, so ``exp(-E) = q exp(-E_head)`` and the head only learns how the
@@ -273,7 +276,15 @@ class EBMConvMLP(ObservationEncoder):
         if self.proposal is None:
             return None
         with torch.no_grad():
-            return -self.proposal.log_prob(features.detach(), actions.detach())
+            if max_rows is None:
+                return -self.proposal.log_prob(features, actions)
+            b, n = actions.shape[:2]
+            step = max(1, max_rows // max(1, b * self.proposal.components))
+            pieces = [
+                self.proposal.log_prob(features, actions[:, j : j + step])
+                for j in range(0, n, step)
+            ]
+            return -torch.cat(pieces, dim=1)
 
     def energy(self, features: Tensor, actions: Tensor) -> Tensor:
         """``features (B, D), actions (B, N, j) -> energies (B, N)`` (``j < A``: prefixes)."""
@@ -289,7 +300,7 @@ class EBMConvMLP(ObservationEncoder):
         energies = self.head.forward_chunked(
             features, self.head_input(actions), max_rows, workspace
         )
-        residual = self.proposal_energy(features, actions)
+        residual = self.proposal_energy(features, actions, max_rows)
         return energies if residual is None else energies + residual
 
     def energy_and_grad(self, features: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:

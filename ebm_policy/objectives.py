@@ -170,14 +170,12 @@ def ranking_nce(
         raise ValueError("loss 'ranking' needs a model built with a proposal")
     features = model.encode(obs)
     nll = -proposal.log_prob(features, positives.unsqueeze(1)).mean()
-    with torch.no_grad():
-        negatives = proposal.sample(features, cfg.num_counter_examples, generator)
-    negatives = torch.maximum(torch.minimum(negatives, high), low)
+    negatives = proposal.sample(features, cfg.num_counter_examples, generator)  # in the box
     candidates, labels = mix_in_positives(positives, negatives, generator)
-    with torch.no_grad():
-        log_q = proposal.log_prob(features, candidates)
-    energies = model.energy(features, candidates)  # E_head - log q: a residual energy model
-    rank = ranking_nce_loss(energies, log_q, labels)
+    residual = model.proposal_energy(features, candidates)  # -log q, no gradient
+    assert residual is not None
+    energies = model.head(features, model.head_input(candidates)) + residual  # = model.energy
+    rank = ranking_nce_loss(energies, -residual, labels)
     metrics = {"train/ranking_nce": rank.detach(), "train/proposal_nll": nll.detach()}
     return rank + cfg.proposal_weight * nll, energies, labels, metrics
 

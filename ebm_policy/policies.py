@@ -339,7 +339,7 @@ class ImplicitPolicy(_Policy):
             self.config.loss,
             self.model,
             self._batch_input(batch),
-            self._actions(batch["action"]),
+            self._actions(batch["action"]).flatten(1),  # (B, A), chunks (B, H, A) too
             low,
             high,
             generator,
@@ -505,7 +505,7 @@ class ExplicitPolicy(_Policy):
         (dropout draws from torch's global RNG, which the trainer seeds per rank and
         checkpoints)."""
         pred = self.model(self._batch_input(batch))
-        loss = F.mse_loss(pred, self._actions(batch["action"]))
+        loss = F.mse_loss(pred, self._actions(batch["action"]).flatten(1))
         return loss, {"train/loss": loss.item()}
 
     @torch.inference_mode()

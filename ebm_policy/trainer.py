@@ -688,10 +688,17 @@ def _describe_inputs(inputs: str, state_dim: int) -> str:
     return " + ".join(parts.get(inputs, [inputs]))
 
 
+INFERENCE_ONLY = ("optimizer", "max_chunk_elements", "encode_group")
+"""Policy config fields that do not change training (a resumed run may change them)."""
+
+
 def _training_part(config: dict[str, Any]) -> dict[str, Any]:
-    """A policy config without its inference-only settings (the optimizer may change between
-    runs)."""
-    return {k: v for k, v in config.items() if k not in ("optimizer", "max_chunk_elements")}
+    """A policy config without its inference-only settings (the optimizer, how many chunk
+    actions run before the next prediction, ...)."""
+    part = {k: v for k, v in config.items() if k not in INFERENCE_ONLY}
+    if isinstance(part.get("chunk"), dict):
+        part["chunk"] = {k: v for k, v in part["chunk"].items() if k != "execute"}
+    return part
 
 
 def _shared(error: BaseException) -> BaseException:

@@ -15,6 +15,7 @@ import torch
 from agents.learned import IBCAgent, load_agent
 from demos.benchmark_config import BenchmarkConfig, Cell
 from demos.benchmark_summary import format_summary
+from demos.cli import main
 from demos.collect import CollectConfig, collect
 from demos.evaluate import EvalConfig, action_change, evaluate
 from demos.train import TrainJobConfig, run_train, tiny_policies
@@ -40,6 +41,7 @@ from ebm_policy import (
 from ebm_policy.losses import perturbed_negatives, ranking_nce_loss
 from ebm_policy.objectives import ranking_nce
 from ebm_policy.optimizers import DFOConfig, build_optimizer
+from ebm_policy.trainer import _training_part
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -144,6 +146,19 @@ def test_a_chunked_policy_end_to_end(kind: str, tmp_path: Path) -> None:
         loaded.predict_action_chunk(states, g().manual_seed(0)),
         policy.predict_action_chunk(states, g().manual_seed(0)),
     )
+
+
+@pytest.mark.parametrize("kind", ["dfo", "explicit"])
+def test_chunks_of_one_action_train_like_single_actions(kind: str) -> None:
+    """``ChunkedDataset(data, 1)`` items hold ``(1, A)`` actions: the same loss as ``(A,)``."""
+    policy = chunk_policy(kind, horizon=1)
+    batch = chunk_batch(6)
+    single = {"state": batch["state"], "action": batch["action"][:, 0]}
+    window = {"state": batch["state"], "action": batch["action"][:, :1]}
+    g = torch.Generator
+    loss_single, _ = policy(single, generator=g().manual_seed(0))
+    loss_window, _ = policy(window, generator=g().manual_seed(0))
+    torch.testing.assert_close(loss_window, loss_single)
 
 
 def test_execute_must_fit_in_the_chunk() -> None:
@@ -304,6 +319,9 @@ def test_the_proposal_sampler_draws_inside_the_bounds() -> None:
     )
     for s in [*hist.samples, best]:
         assert bool((s >= low).all()) and bool((s <= high).all())
+    # the first population is the proposal's draw (clamped), not a uniform one
+    drawn = energy.propose(128, torch.Generator().manual_seed(0)).clamp(low, high)
+    torch.testing.assert_close(hist.samples[0], drawn)
     plain = chunk_policy("dfo")
     assert isinstance(plain, ImplicitPolicy)
     with pytest.raises(ValueError, match="no learned proposal"):
@@ -325,7 +343,9 @@ def test_perturbed_counter_examples_lie_near_the_expert() -> None:
 # ---- the command line and the benchmark -------------------------------------------------------
 
 
-def test_train_with_chunks_and_act_in_the_env(tmp_path: Path) -> None:
+def test_train_with_chunks_and_act_in_the_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = collect(
         CollectConfig(
             env="ibc/ReachTarget-v0",
@@ -356,20 +376,34 @@ def test_train_with_chunks_and_act_in_the_env(tmp_path: Path) -> None:
         obs, *_ = env.step(agent.select_action(obs))
     assert len(calls) == 3  # steps 0, 3, 6
     env.close()
-    # ibc-gym eval --execute: its own folder, and the smoothness metric
-    metrics = evaluate(
-        EvalConfig(
-            ckpt=ckpt,
-            episodes=2,
-            num_envs=1,
-            asynchronous=False,
-            videos=0,
-            execute=1,
-            progress=False,
+    # ibc-gym eval --execute / --temporal-ensemble: one prediction per step, their own folders
+    counted: list[int] = []
+    original = ImplicitPolicy.predict_action_chunk
+
+    def counting(self: ImplicitPolicy, *args: object, **kwargs: object) -> object:
+        counted.append(1)
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ImplicitPolicy, "predict_action_chunk", counting)
+    for option, folder in (
+        ({"execute": 1}, "eval_execute1"),
+        ({"temporal_ensemble": 0.0}, "eval_ensemble0"),
+    ):
+        counted.clear()
+        metrics = evaluate(
+            EvalConfig(
+                ckpt=ckpt,
+                episodes=2,
+                num_envs=1,
+                asynchronous=False,
+                videos=0,
+                progress=False,
+                **option,  # type: ignore[arg-type]
+            )
         )
-    )
-    assert (ckpt.parent / "eval_execute1" / "metrics.json").is_file()
-    assert metrics["eval/mean_action_change"] >= 0
+        assert (ckpt.parent / folder / "metrics.json").is_file()
+        assert len(counted) == round(2 * metrics["eval/mean_episode_length"])
+        assert metrics["eval/mean_action_change"] > 0  # an untrained policy's commands move
     with pytest.raises(ValueError, match="execute must be in 1..4"):
         evaluate(EvalConfig(ckpt=ckpt, episodes=1, num_envs=1, videos=0, execute=5))
 
@@ -430,3 +464,26 @@ def test_a_proposal_model_is_a_residual_energy_model() -> None:
     (expected,) = torch.autograd.grad((head - log_q).sum(), actions)
     torch.testing.assert_close(energies, (head - log_q).detach())
     torch.testing.assert_close(grads, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_sb3_predict_starts_new_episodes_on_episode_start() -> None:
+    policy = CountingPolicy(horizon=4, execute=4)
+    agent = IBCAgent(policy, STATE_AGENT)  # type: ignore[arg-type]
+    obs = np.zeros((2, S), np.float32)
+    agent.predict(obs, episode_start=np.array([True, True]))
+    agent.predict(obs, episode_start=np.array([False, True]))  # sub-env 1 was reset
+    assert policy.calls == [2, 1]
+
+
+def test_a_resumed_run_may_change_only_inference_settings() -> None:
+    config = {"chunk": {"horizon": 4, "execute": 2}, "encode_group": 4, "optimizer": {}, "loss": {}}
+    assert _training_part(config) == {"chunk": {"horizon": 4}, "loss": {}}
+
+
+def test_the_benchmark_sets_chunks_only_through_horizons(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``chunk`` is hidden in the benchmark's flattened models: no ``--execute`` there."""
+    assert main(["benchmark", "--out", str(tmp_path / "b"), "--execute", "2"]) == 2
+    assert "unrecognized arguments: --execute 2" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

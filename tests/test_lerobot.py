@@ -322,3 +322,15 @@ def test_cli_trains_on_a_folder_lerobot_wrote(tmp_path: Path) -> None:
     args = ["train", "--data", str(FOREIGN), "--env", ENV_ID, "--out", str(tmp_path / "r"), *tiny]
     assert main(args) == 0
     assert load_checkpoint(tmp_path / "r/ckpt_last.pt")["metadata"]["env_id"] == ENV_ID
+
+
+def test_a_state_demo_file_exports_without_videos(tmp_path: Path) -> None:
+    data = collect(
+        CollectConfig(env="ibc/ReachTarget-v0", episodes=2, obs_type="state", out=tmp_path / "s.h5")
+    )
+    out = export_lerobot(data, tmp_path / "lr")
+    info = json.loads((out / "meta" / "info.json").read_text())
+    assert info["video_path"] is None and "observation.environment_state" in info["features"]
+    table = pq.read_table(next((out / "data").rglob("*.parquet")))
+    states = np.stack(table.column("observation.environment_state").to_numpy(zero_copy_only=False))
+    np.testing.assert_array_equal(states, DemoDataset(data).states)

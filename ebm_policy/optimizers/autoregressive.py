@@ -50,6 +50,7 @@ class AutoregressiveDFO:
 
     kind: ClassVar[str] = "autoregressive_dfo"
     needs_prefix_energies: ClassVar[bool] = True
+    needs_proposal: ClassVar[bool] = False
 
     def __init__(self, cfg: AutoregressiveDFOConfig | None = None) -> None:
         self.cfg = cfg or AutoregressiveDFOConfig()

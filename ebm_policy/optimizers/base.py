@@ -59,6 +59,7 @@ class InferenceOptimizer(Protocol):
     kind: ClassVar[str]
     cfg: Any
     needs_prefix_energies: ClassVar[bool]
+    needs_proposal: ClassVar[bool]  # starts from the energy's learned proposal (``propose``)
 
     def infer(
         self,

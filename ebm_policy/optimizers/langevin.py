@@ -110,6 +110,7 @@ class LangevinOptimizer:
 
     kind: ClassVar[str] = "langevin"
     needs_prefix_energies: ClassVar[bool] = False
+    needs_proposal: ClassVar[bool] = False
 
     def __init__(self, cfg: LangevinConfig | None = None) -> None:
         self.cfg = cfg or LangevinConfig()

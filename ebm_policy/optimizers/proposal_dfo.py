@@ -57,7 +57,6 @@ class ProposalDFO(DerivativeFreeOptimizer):
                 resampling=cfg.resampling,
             )
         )
-        self.proposal_cfg = cfg
 
     def initial(
         self,
